@@ -1,0 +1,38 @@
+// CPU pieces shared by the distance-based ops (pairwise_distance, knn):
+// the accumulation dtype and the per-row norm terms of common/distance.h.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "common/distance.h"
+
+namespace pyreid {
+namespace cpu {
+
+// float16 / bfloat16 / float32 are computed in float32, float64 in float64.
+inline at::ScalarType accumulate_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// norm_term(|row|^2) for every row of a contiguous N x D matrix.
+inline at::Tensor norm_terms(const at::Tensor& x, Metric metric) {
+  const int64_t n = x.size(0), d = x.size(1);
+  at::Tensor out = at::empty({n}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "norm_terms_cpu", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const scalar_t* row = xp + i * d;
+        scalar_t s = 0;
+        for (int64_t c = 0; c < d; ++c) s += row[c] * row[c];
+        op[i] = norm_term(s, metric);
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace cpu
+}  // namespace pyreid

@@ -1,0 +1,299 @@
+// CPU knn: exact k nearest neighbours without the N x M matrix.
+//
+// Every row keeps a bounded max-heap of its k best (distance, index) keys; a
+// BLAS product computes one tile of dot products at a time and the tile's
+// distances are pushed into the heaps (the key order is total, so the result
+// does not depend on the order candidates arrive in). Memory beyond inputs
+// and outputs: one tile plus the heaps (O(N k)).
+//
+// Searching x against itself (y = None), distances are symmetric, so only
+// tiles on or above the diagonal are computed (about half the products) and
+// each feeds two sets of heaps: its rows see the columns (phase A, parallel
+// over rows) and its columns see the rows (phase B, parallel over column
+// chunks, so no two threads touch one heap). Every unordered pair is then
+// evaluated once, from one dot product: d(i, j) == d(j, i) exactly.
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "common/checks.h"
+#include "common/distance.h"
+#include "cpu/distance_tiles.h"
+
+namespace pyreid {
+namespace {
+
+// 2048 x 4096 float32 tiles (32 MB): large enough for BLAS to run near its
+// peak on our machines, small enough to stay a bounded cost.
+constexpr int64_t kRowBlock = 2048;
+constexpr int64_t kColTile = 4096;
+// Columns per task in phase B: their heap tops stay in cache while the task
+// walks down the tile.
+constexpr int64_t kColumnChunk = 64;
+
+// One bounded max-heap of size kk per row, on a flat array.
+template <typename acc_t>
+class RowHeaps {
+ public:
+  using Key = std::pair<acc_t, int64_t>;
+
+  RowHeaps(int64_t rows, int64_t kk) : kk_(kk), keys_(static_cast<size_t>(rows * kk)), sizes_(rows, 0) {}
+
+  // The key a candidate must beat to enter row r's heap: its largest key
+  // once full, (+inf, max) before.
+  Key threshold(int64_t r) const {
+    if (sizes_[r] < kk_) return Key(std::numeric_limits<acc_t>::infinity(), std::numeric_limits<int64_t>::max());
+    return keys_[r * kk_];
+  }
+
+  // Offers candidate (d, j) to row r's heap.
+  void push(int64_t r, acc_t d, int64_t j) {
+    Key* heap = keys_.data() + r * kk_;
+    int64_t& size = sizes_[r];
+    if (size < kk_) {
+      heap[size++] = Key(d, j);
+      std::push_heap(heap, heap + size, less);
+    } else if (key_less(d, j, heap[0].first, heap[0].second)) {
+      replace_top(heap, size, Key(d, j));
+    }
+  }
+
+  // Sorts row r's heap ascending and writes it to dist/index.
+  template <typename scalar_t>
+  void write_sorted(int64_t r, scalar_t* dist, int64_t* index) {
+    Key* heap = keys_.data() + r * kk_;
+    std::sort_heap(heap, heap + kk_, less);
+    for (int64_t c = 0; c < kk_; ++c) {
+      dist[c] = static_cast<scalar_t>(heap[c].first);
+      index[c] = heap[c].second;
+    }
+  }
+
+  void clear() { std::fill(sizes_.begin(), sizes_.end(), 0); }
+
+ private:
+  static bool less(const Key& a, const Key& b) { return key_less(a.first, a.second, b.first, b.second); }
+
+  // Puts v in place of the largest key and sifts it down: one pass of log k
+  // steps, half of std::pop_heap + std::push_heap.
+  static void replace_top(Key* heap, int64_t size, const Key& v) {
+    int64_t pos = 0;
+    for (int64_t child = 1; child < size; child = 2 * pos + 1) {
+      if (child + 1 < size && less(heap[child], heap[child + 1])) ++child;
+      if (!less(v, heap[child])) break;
+      heap[pos] = heap[child];
+      pos = child;
+    }
+    heap[pos] = v;
+  }
+
+  int64_t kk_;
+  std::vector<Key> keys_;
+  std::vector<int64_t> sizes_;
+};
+
+// Candidates are scanned in groups of kGroup: the group's distances and its
+// comparison with the threshold(s) are plain loops the compiler vectorises;
+// only a group with a passing lane (rare once the heaps fill) goes through
+// the scalar heap update.
+constexpr int64_t kGroup = 16;
+
+// Offers row `row` the candidates j = index0 + c, c in [c_begin, c_end), at
+// distances from dot_row[c] and terms[c].
+template <Metric metric, typename acc_t>
+inline void offer_row(RowHeaps<acc_t>& heaps, int64_t row, acc_t x_term, const acc_t* dot_row, const acc_t* terms,
+                      int64_t c_begin, int64_t c_end, int64_t index0) {
+  auto thr = heaps.threshold(row);
+  acc_t d[kGroup];
+  for (int64_t c = c_begin; c < c_end; c += kGroup) {
+    const int64_t len = std::min(kGroup, c_end - c);
+    bool any = false;
+    if (len == kGroup) {
+      for (int64_t t = 0; t < kGroup; ++t) d[t] = distance_from_dot(dot_row[c + t], x_term, terms[c + t], metric);
+      for (int64_t t = 0; t < kGroup; ++t) any |= d[t] <= thr.first;
+    } else {
+      for (int64_t t = 0; t < len; ++t) {
+        d[t] = distance_from_dot(dot_row[c + t], x_term, terms[c + t], metric);
+        any |= d[t] <= thr.first;
+      }
+    }
+    if (!any) continue;
+    for (int64_t t = 0; t < len; ++t) {
+      if (key_less(d[t], index0 + c + t, thr.first, thr.second)) {
+        heaps.push(row, d[t], index0 + c + t);
+        thr = heaps.threshold(row);
+      }
+    }
+  }
+}
+
+// x (N x D) against y (M x D): row blocks of x, column tiles of y.
+template <Metric metric, typename scalar_t, typename acc_t>
+void knn_cross(const at::Tensor& xa, const at::Tensor& ya, const acc_t* xt, const acc_t* yt, int64_t k,
+               scalar_t* dist_out, int64_t* index_out) {
+  const int64_t n = xa.size(0), m = ya.size(0);
+  const int64_t row_block = std::min(n, kRowBlock);
+  const int64_t col_tile = std::min(m, kColTile);
+  at::Tensor buffer = at::empty({row_block * col_tile}, xa.options());
+  RowHeaps<acc_t> heaps(row_block, k);
+  for (int64_t r0 = 0; r0 < n; r0 += row_block) {
+    const int64_t rows = std::min(row_block, n - r0);
+    heaps.clear();
+    for (int64_t c0 = 0; c0 < m; c0 += col_tile) {
+      const int64_t cols = std::min(col_tile, m - c0);
+      at::Tensor dot = buffer.narrow(0, 0, rows * cols).view({rows, cols});
+      at::mm_out(dot, xa.narrow(0, r0, rows), ya.narrow(0, c0, cols).t());
+      const acc_t* dotp = dot.data_ptr<acc_t>();
+      at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          offer_row<metric>(heaps, r, xt[r0 + r], dotp + r * cols, yt + c0, 0, cols, c0);
+        }
+      });
+    }
+    at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        heaps.write_sorted(r, dist_out + (r0 + r) * k, index_out + (r0 + r) * k);
+      }
+    });
+  }
+}
+
+// x against itself: tiles on and above the diagonal, each used twice.
+// Column 0 of the output is the point itself; the heaps fill columns 1..k-1.
+template <Metric metric, typename scalar_t, typename acc_t>
+void knn_self(const at::Tensor& xa, const acc_t* xt, int64_t k, scalar_t* dist_out, int64_t* index_out) {
+  const int64_t n = xa.size(0);
+  const int64_t kk = k - 1;
+  at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      dist_out[i * k] = scalar_t(0);
+      index_out[i * k] = i;
+    }
+  });
+  if (kk == 0) return;
+  const int64_t row_block = std::min(n, kRowBlock);
+  const int64_t col_tile = std::min(n, kColTile);
+  at::Tensor buffer = at::empty({row_block * col_tile}, xa.options());
+  RowHeaps<acc_t> heaps(n, kk);
+  for (int64_t r0 = 0; r0 < n; r0 += row_block) {
+    const int64_t rows = std::min(row_block, n - r0);
+    for (int64_t c0 = r0; c0 < n; c0 += col_tile) {
+      const int64_t cols = std::min(col_tile, n - c0);
+      at::Tensor dot = buffer.narrow(0, 0, rows * cols).view({rows, cols});
+      at::mm_out(dot, xa.narrow(0, r0, rows), xa.narrow(0, c0, cols).t());
+      const acc_t* dotp = dot.data_ptr<acc_t>();
+      // Only pairs i < j: the strict upper triangle of the diagonal block.
+      // Phase A: row i is offered every column j > i.
+      at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t i = r0 + r;
+          offer_row<metric>(heaps, i, xt[i], dotp + r * cols, xt + c0, std::max<int64_t>(0, i + 1 - c0), cols, c0);
+        }
+      });
+      // Phase B: column j is offered every row i < j.
+      const int64_t chunks = (cols + kColumnChunk - 1) / kColumnChunk;
+      at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t chunk = begin; chunk < end; ++chunk) {
+          const int64_t c_begin = chunk * kColumnChunk;
+          const int64_t c_end = std::min(cols, c_begin + kColumnChunk);
+          // The chunk's thresholds, kept local while the task walks down the tile.
+          acc_t thr_dist[kColumnChunk];
+          int64_t thr_index[kColumnChunk];
+          for (int64_t c = c_begin; c < c_end; ++c) {
+            const auto t = heaps.threshold(c0 + c);
+            thr_dist[c - c_begin] = t.first;
+            thr_index[c - c_begin] = t.second;
+          }
+          acc_t d[kColumnChunk];
+          const acc_t* terms = xt + c0 + c_begin;
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t i = r0 + r;
+            const acc_t* dot_row = dotp + r * cols + c_begin;
+            const acc_t x_term = xt[i];
+            const int64_t first = std::max<int64_t>(0, i + 1 - c0 - c_begin);  // pairs i < j only
+            const int64_t len = c_end - c_begin;
+            if (first >= len) continue;
+            bool any = false;
+            if (first == 0 && len == kColumnChunk) {
+              for (int64_t t = 0; t < kColumnChunk; ++t) d[t] = distance_from_dot(dot_row[t], terms[t], x_term, metric);
+              for (int64_t t = 0; t < kColumnChunk; ++t) any |= d[t] <= thr_dist[t];
+            } else {
+              for (int64_t t = first; t < len; ++t) {
+                d[t] = distance_from_dot(dot_row[t], terms[t], x_term, metric);
+                any |= d[t] <= thr_dist[t];
+              }
+            }
+            if (!any) continue;
+            for (int64_t t = first; t < len; ++t) {
+              if (key_less(d[t], i, thr_dist[t], thr_index[t])) {
+                heaps.push(c0 + c_begin + t, d[t], i);
+                const auto th = heaps.threshold(c0 + c_begin + t);
+                thr_dist[t] = th.first;
+                thr_index[t] = th.second;
+              }
+            }
+          }
+        }
+      });
+    }
+  }
+  at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) heaps.write_sorted(i, dist_out + i * k + 1, index_out + i * k + 1);
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
+                                           int64_t k, c10::string_view metric_name) {
+  constexpr const char* op = "knn";
+  check_feature_pair(x, y_opt, op);
+  const Metric metric = parse_metric(std::string(metric_name), op);
+  const bool self = !y_opt.has_value();
+  const int64_t n = x.size(0), m = self ? n : y_opt->size(0);
+  TORCH_CHECK(k >= 1 && k <= m, op, ": k must be in [1, ", m, "] (the number of ", self ? "points" : "rows of y",
+              "), got k=", k);
+  at::Tensor out_dist = at::empty({n, k}, x.options());
+  at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
+  if (n == 0) return {out_dist, out_index};
+
+  const at::ScalarType acc = cpu::accumulate_type(x.scalar_type());
+  const at::Tensor xa = x.to(acc).contiguous();
+  const at::Tensor x_terms = cpu::norm_terms(xa, metric);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "knn_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    scalar_t* dist_out = out_dist.data_ptr<scalar_t>();
+    int64_t* index_out = out_index.data_ptr<int64_t>();
+    // The metric becomes a compile-time constant: no branch per candidate.
+    const auto run = [&](auto metric_constant) {
+      constexpr Metric M = decltype(metric_constant)::value;
+      if (self) {
+        knn_self<M, scalar_t, acc_t>(xa, x_terms.data_ptr<acc_t>(), k, dist_out, index_out);
+      } else {
+        const at::Tensor ya = y_opt->to(acc).contiguous();
+        const at::Tensor y_terms = cpu::norm_terms(ya, metric);
+        knn_cross<M, scalar_t, acc_t>(xa, ya, x_terms.data_ptr<acc_t>(), y_terms.data_ptr<acc_t>(), k, dist_out,
+                                      index_out);
+      }
+    };
+    switch (metric) {
+      case Metric::SqEuclidean: run(std::integral_constant<Metric, Metric::SqEuclidean>{}); break;
+      case Metric::Euclidean: run(std::integral_constant<Metric, Metric::Euclidean>{}); break;
+      case Metric::Cosine: run(std::integral_constant<Metric, Metric::Cosine>{}); break;
+    }
+  });
+  return {out_dist, out_index};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyreid, CPU, m) {
+  m.impl("knn", &knn_cpu);
+}
+
+}  // namespace pyreid

@@ -1,0 +1,13 @@
+"""pyreid: fast, scalable kernels and training algorithms for person re-identification.
+
+>>> import torch, pyreid
+>>> x = torch.randn(1000, 128)
+>>> dist, idx = pyreid.ops.knn(x, k=10)
+"""
+
+from pyreid._extension import build_info
+from pyreid import ops
+
+__version__ = "0.1.0"
+
+__all__ = ["build_info", "ops", "__version__"]

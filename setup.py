@@ -1,0 +1,165 @@
+"""Build script for pyreid: one extension, ``pyreid._C``.
+
+Sources: ``csrc/*.cpp`` and ``csrc/cpu/*.cpp`` always; ``csrc/cuda/*.cu`` when
+CUDA kernels are wanted (see ``_want_cuda``). Environment switches:
+
+  FORCE_CUDA=1          build the CUDA kernels even with no GPU visible (CI does)
+  PYREID_FORCE_CPU=1    never build the CUDA kernels
+  TORCH_CUDA_ARCH_LIST  GPU architectures, e.g. "9.0" or "8.0;9.0+PTX"
+  DEBUG=1               -O0 -g, and -G -lineinfo for device code
+  NVCC_FLAGS            extra flags for nvcc (space separated)
+  MAX_JOBS              parallel compile jobs (ninja)
+"""
+
+import glob
+import os
+import re
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _env_flag(name):
+    return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _cuda_home_from_nvcc():
+    """Resolve the toolkit folder behind the ``nvcc`` on PATH.
+
+    On our machines ``nvcc`` is a small shell script that execs the real
+    compiler (``exec /usr/local/cuda-13.0/bin/nvcc "$@"``); torch would take
+    the script's parent (``/usr/local``) as CUDA_HOME, which has no toolkit.
+    """
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    real = os.path.realpath(nvcc)
+    try:
+        with open(real, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        head = b""
+    if head.startswith(b"#!"):
+        match = re.search(rb"exec\s+\"?([^\s\"]+/bin/nvcc)\"?", head)
+        if match:
+            real = os.path.realpath(match.group(1).decode())
+    home = os.path.dirname(os.path.dirname(real))
+    return home if os.path.isfile(os.path.join(home, "include", "cuda.h")) else None
+
+
+def _resolve_cuda_home():
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = os.environ.get(var)
+        if home and os.path.isfile(os.path.join(home, "include", "cuda.h")):
+            return home
+    home = _cuda_home_from_nvcc()
+    if home is None and os.path.isfile("/usr/local/cuda/include/cuda.h"):
+        home = "/usr/local/cuda"
+    return home
+
+
+# torch.utils.cpp_extension reads CUDA_HOME when it is imported: settle it first.
+_CUDA_HOME = _resolve_cuda_home()
+if _CUDA_HOME is not None:
+    os.environ["CUDA_HOME"] = _CUDA_HOME
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import (  # noqa: E402
+    BuildExtension,
+    CppExtension,
+    CUDAExtension,
+)
+
+
+def _want_cuda():
+    if _env_flag("PYREID_FORCE_CPU"):
+        return False, "PYREID_FORCE_CPU=1"
+    if torch.version.cuda is None:
+        return False, "torch is a CPU build"
+    if _CUDA_HOME is None:
+        return False, "no CUDA toolkit found (set CUDA_HOME)"
+    if _env_flag("FORCE_CUDA"):
+        return True, "FORCE_CUDA=1"
+    if torch.cuda.is_available():
+        return True, "a GPU is visible"
+    return False, "no GPU visible (set FORCE_CUDA=1 to build the CUDA kernels anyway)"
+
+
+def _nvidia_include_dirs():
+    """CUDA library headers (cublas_v2.h, cusparse.h...) from the pip nvidia packages."""
+    if _CUDA_HOME and os.path.isfile(os.path.join(_CUDA_HOME, "include", "cublas_v2.h")):
+        return []
+    dirs = []
+    for site in sys.path:
+        for pattern in ("nvidia/cu*/include", "nvidia/*/include"):
+            for d in sorted(glob.glob(os.path.join(site, pattern))):
+                if os.path.isfile(os.path.join(d, "cublas_v2.h")) and d not in dirs:
+                    dirs.append(d)
+    return dirs[:1]
+
+
+def _extension():
+    with_cuda, reason = _want_cuda()
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    debug = _env_flag("DEBUG")
+    cxx = ["-O0", "-g"] if debug else ["-O3"]
+    # -fno-math-errno lets the compiler vectorise loops that call sqrt.
+    cxx += ["-std=c++20", "-fno-math-errno", "-fdiagnostics-color=always"]
+    define_macros = []
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    kwargs = {}
+    if with_cuda:
+        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        define_macros.append(("PYREID_WITH_CUDA", None))
+        include_dirs += _nvidia_include_dirs()
+        nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+        if debug:
+            nvcc = ["-O0", "-g", "-G", "-std=c++20", "--expt-relaxed-constexpr"]
+        nvcc += os.environ.get("NVCC_FLAGS", "").split()
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            # With no GPU to ask, torch would target every architecture it knows:
+            # slow to build. Ampere and Hopper, plus PTX for newer cards.
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
+        kwargs["extra_compile_args"] = {"cxx": cxx, "nvcc": nvcc}
+        ext_class = CUDAExtension
+    else:
+        kwargs["extra_compile_args"] = {"cxx": cxx}
+        ext_class = CppExtension
+    print(
+        f"pyreid: building pyreid._C with CUDA kernels: {'yes' if with_cuda else 'no'} ({reason}); "
+        f"torch {torch.__version__}, CUDA_HOME={_CUDA_HOME}, "
+        f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '(torch default)')}, "
+        f"{len(sources)} sources",
+        flush=True,
+    )
+    return ext_class(
+        name="pyreid._C",
+        sources=sources,
+        include_dirs=include_dirs,
+        define_macros=define_macros,
+        **kwargs,
+    )
+
+
+class IncrementalBuildExtension(BuildExtension):
+    """Keeps object files in build/temp for every kind of build.
+
+    pip's editable and wheel builds otherwise compile in a fresh temporary
+    folder each time; a fixed folder lets ninja rebuild only what changed
+    (ninja also rebuilds a file whose compile flags changed).
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.build_temp = os.path.join(ROOT, "build", "temp")
+
+
+setup(
+    packages=find_packages(include=["pyreid", "pyreid.*"]),
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": IncrementalBuildExtension.with_options(use_ninja=True)},
+)
