@@ -1,0 +1,293 @@
+"""CMC, mAP and mINP under the Market-1501 protocol, computed per query chunk.
+
+The usual implementation (torchreid's ``eval_market1501``) argsorts the whole
+Q x G distance matrix and builds a Q x G int64 match matrix: two 7.7 GB
+matrices at MSMT17 test scale (11,659 x 82,161). Here the work goes through
+chunks of query rows and never needs the gallery order itself: the rank of a
+correct match only depends on how many kept gallery items come before it, and
+that count is a binary search of the match's distance in the row's sorted
+distances. So per chunk we sort the distance *values* (no index tensor), find
+the few true matches by comparing identities and cameras, and look their
+distances up. Memory beyond the input is a few chunk x G buffers.
+
+Ordering (ties). Gallery items are ranked by ascending distance; equal
+distances are ordered by gallery index, as a stable sort would order them.
+Results therefore never depend on the sorting algorithm.
+"""
+
+from typing import Dict, Tuple, Union
+import warnings
+
+import numpy as np
+import torch
+
+__all__ = ["evaluate_rank", "evaluate"]
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+AP_MODES = ("standard", "trapezoid")
+
+
+def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)  # shares memory, no copy
+    try:
+        return torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"evaluate_rank: {name} must be a numpy array or a torch tensor, got {type(x).__name__}") from exc
+
+
+def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids):
+    distmat = _as_tensor(distmat, "distmat")
+    if distmat.dim() != 2:
+        raise ValueError(f"evaluate_rank: distmat must be 2-D (queries x gallery), got shape {tuple(distmat.shape)}")
+    if not distmat.is_floating_point():
+        raise TypeError(f"evaluate_rank: distmat must be floating point, got {distmat.dtype}")
+    num_q, num_g = distmat.shape
+    labels = []
+    for name, value, n in (("q_pids", q_pids, num_q), ("g_pids", g_pids, num_g),
+                           ("q_camids", q_camids, num_q), ("g_camids", g_camids, num_g)):
+        t = _as_tensor(value, name).reshape(-1)
+        if t.numel() != n:
+            raise ValueError(
+                f"evaluate_rank: {name} has {t.numel()} entries but distmat has shape {tuple(distmat.shape)} "
+                f"(expected {n})"
+            )
+        if t.is_floating_point() or t.is_complex():
+            raise TypeError(f"evaluate_rank: {name} must hold integers, got {t.dtype}")
+        labels.append(t.to(device=distmat.device, dtype=torch.int64))
+    if num_q == 0 or num_g == 0:
+        raise ValueError(f"evaluate_rank: empty distmat of shape {tuple(distmat.shape)}")
+    return distmat, labels
+
+
+def _sorted_rows(chunk: torch.Tensor) -> torch.Tensor:
+    """Each row's values in ascending order (values only: no index tensor)."""
+    if chunk.device.type == "cpu":
+        # numpy's SIMD sort of float values is several times faster than
+        # torch.sort on CPU, which always produces an int64 index tensor too.
+        return torch.from_numpy(np.sort(chunk.numpy(), axis=1))
+    return torch.sort(chunk, dim=1).values
+
+
+def _chunk_match_ranks(dist: torch.Tensor, q_pids, q_cams, g_pids, g_cams):
+    """Ranks of the true matches of each query of a chunk.
+
+    Returns ``(ranks, num_hits)``: ranks is B x H (H = max(1, the most matches of any
+    query in the chunk)), each row the 1-based positions of that query's
+    matches in its ranking with junk removed, ascending, padded with
+    ``num_gallery + 1``; num_hits is B (0 for queries without a match).
+    """
+    num_b, num_g = dist.shape
+    device = dist.device
+    if torch.isnan(dist).any():
+        raise ValueError("evaluate_rank: distmat contains NaN")
+
+    same_pid = q_pids[:, None] == g_pids[None, :]
+    same_cam = q_cams[:, None] == g_cams[None, :]
+    hit = same_pid & ~same_cam  # true matches: same identity seen by another camera
+    junk = same_pid & same_cam  # removed from the ranking (Market-1501 protocol)
+    num_hits = hit.sum(dim=1)
+    pad = num_g + 1
+    max_hits = int(num_hits.max()) if num_b else 0
+    if max_hits == 0:
+        return torch.full((num_b, 1), pad, dtype=torch.int64, device=device), num_hits
+
+    # Matches as a padded B x H table (nonzero lists them row by row, columns ascending).
+    hit_row, hit_col = hit.nonzero(as_tuple=True)
+    row_start = torch.cumsum(num_hits, 0) - num_hits
+    slot = torch.arange(hit_row.numel(), device=device) - row_start[hit_row]
+    hit_dist = dist[hit_row, hit_col]
+
+    sorted_all = _sorted_rows(dist)
+    # The same buffer serves the distance table and the junk table: +inf pads
+    # sort last and are never counted as "smaller" by a left search.
+    table = torch.full((num_b, max_hits), float("inf"), dtype=dist.dtype, device=device)
+    table[hit_row, slot] = hit_dist
+    smaller_all = torch.searchsorted(sorted_all, table, side="left")
+    not_larger_all = torch.searchsorted(sorted_all, table, side="right")
+
+    # Junk items with a smaller distance do not count towards the rank.
+    num_junk = junk.sum(dim=1)
+    max_junk = int(num_junk.max())
+    if max_junk > 0:
+        junk_row, junk_col = junk.nonzero(as_tuple=True)
+        junk_start = torch.cumsum(num_junk, 0) - num_junk
+        junk_slot = torch.arange(junk_row.numel(), device=device) - junk_start[junk_row]
+        junk_table = torch.full((num_b, max_junk), float("inf"), dtype=dist.dtype, device=device)
+        junk_table[junk_row, junk_slot] = dist[junk_row, junk_col]
+        junk_sorted = torch.sort(junk_table, dim=1).values
+        smaller_junk = torch.searchsorted(junk_sorted, table, side="left")
+    else:
+        smaller_junk = torch.zeros_like(smaller_all)
+
+    # position = kept items strictly closer + kept items at the same distance
+    # with a smaller gallery index (the stable-sort tie rule) + 1.
+    before = (smaller_all - smaller_junk)[hit_row, slot]
+    tied = (not_larger_all - smaller_all)[hit_row, slot] > 1  # another item shares this distance
+    if bool(tied.any()):
+        before[tied] += _tied_before(dist, junk, hit_row[tied], hit_col[tied], hit_dist[tied])
+
+    ranks = torch.full((num_b, max_hits), pad, dtype=torch.int64, device=device)
+    ranks[hit_row, slot] = before + 1
+    return torch.sort(ranks, dim=1).values, num_hits
+
+
+def _tied_before(dist, junk, rows, cols, values, rows_per_step: int = 64):
+    """For each match, the kept items with exactly its distance and a smaller gallery index."""
+    counts = []
+    positions = torch.arange(dist.shape[1], device=dist.device)
+    for start in range(0, rows.numel(), rows_per_step):
+        r = rows[start:start + rows_per_step]
+        c = cols[start:start + rows_per_step]
+        v = values[start:start + rows_per_step]
+        earlier_equal = (dist[r] == v[:, None]) & (positions[None, :] < c[:, None]) & ~junk[r]
+        counts.append(earlier_equal.sum(dim=1))
+    return torch.cat(counts)
+
+
+def _query_scores(ranks: torch.Tensor, num_hits: torch.Tensor, ap: str):
+    """AP, INP and first-match rank of each query from its sorted match ranks."""
+    valid = torch.arange(ranks.shape[1], device=ranks.device)[None, :] < num_hits[:, None]
+    hits_so_far = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)[None, :]
+    rank_f = ranks.to(torch.float64)
+    precision = hits_so_far / rank_f
+    n = num_hits.clamp_min(1).to(torch.float64)
+    if ap == "standard":
+        ap_values = torch.where(valid, precision, 0.0).sum(dim=1) / n
+    else:
+        # Trapezoid rule of the official Market-1501 script: recall rises by
+        # 1/n at each match and the area uses the mean of the precision just
+        # before the match (hits-1 over rank-1; 1 at rank 1) and at the match.
+        before = torch.where(ranks > 1, (hits_so_far - 1) / (rank_f - 1).clamp_min(1), 1.0)
+        ap_values = torch.where(valid, (before + precision) / 2, 0.0).sum(dim=1) / n
+    last = ranks.gather(1, (num_hits - 1).clamp_min(0)[:, None]).squeeze(1)
+    inp = num_hits.to(torch.float64) / last.to(torch.float64)
+    first = ranks[:, 0]
+    return ap_values, inp, first
+
+
+def _scores(distmat, q_pids, g_pids, q_camids, g_camids, ap, chunk_size):
+    if ap not in AP_MODES:
+        raise ValueError(f"evaluate_rank: unknown ap mode '{ap}'; expected 'standard' or 'trapezoid'")
+    if chunk_size < 1:
+        raise ValueError(f"evaluate_rank: chunk_size must be >= 1, got {chunk_size}")
+    distmat, (q_pids, g_pids, q_camids, g_camids) = _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids)
+    if distmat.dtype in (torch.float16, torch.bfloat16):
+        compute_dtype = torch.float32  # exact widening: order and ties unchanged
+    else:
+        compute_dtype = distmat.dtype
+    aps, inps, firsts, valids = [], [], [], []
+    for start in range(0, distmat.shape[0], chunk_size):
+        stop = min(start + chunk_size, distmat.shape[0])
+        chunk = distmat[start:stop].to(compute_dtype).contiguous()
+        ranks, num_hits = _chunk_match_ranks(chunk, q_pids[start:stop], q_camids[start:stop], g_pids, g_camids)
+        valid = num_hits > 0
+        ap_values, inp, first = _query_scores(ranks, num_hits, ap)
+        aps.append(ap_values[valid])
+        inps.append(inp[valid])
+        firsts.append(first[valid])
+        valids.append(valid)
+    num_valid = int(sum(int(v.sum()) for v in valids))
+    if num_valid == 0:
+        raise ValueError(
+            "evaluate_rank: no query has a correct match in the gallery (same identity seen by another "
+            "camera), so CMC and mAP are undefined; check that q_pids/g_pids and q_camids/g_camids "
+            "belong to the same data set split"
+        )
+    return torch.cat(aps), torch.cat(inps), torch.cat(firsts), num_valid, distmat.shape[1]
+
+
+def _cmc(first: torch.Tensor, max_rank: int, num_g: int) -> np.ndarray:
+    if num_g < max_rank:
+        warnings.warn(f"evaluate_rank: only {num_g} gallery items, so max_rank is lowered to {num_g}")
+        max_rank = num_g
+    counts = torch.bincount(first.clamp_max(max_rank + 1) - 1, minlength=max_rank + 1)[:max_rank]
+    cmc = torch.cumsum(counts, 0).to(torch.float64) / first.numel()
+    return cmc.cpu().numpy().astype(np.float32)
+
+
+def evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike,
+                  g_camids: ArrayLike, max_rank: int = 50, ap: str = "standard",
+                  chunk_size: int = 256) -> Tuple[np.ndarray, float]:
+    """CMC curve and mAP of a query x gallery distance matrix (Market-1501 protocol).
+
+    For each query, gallery items with the same identity **and** the same
+    camera are removed; the remaining ones are ranked by ascending distance,
+    ties by gallery index (the order of a stable sort). A *match* is a gallery
+    item of the query's identity (so it comes from another camera). Queries
+    without any match are skipped.
+
+    - CMC[r] = fraction of the valid queries whose first match has rank <= r + 1.
+    - ``ap="standard"``: AP = mean over the matches of the precision at that
+      match (hits so far / rank), i.e. non-interpolated average precision, as
+      torchreid and fast-reid compute it.
+    - ``ap="trapezoid"``: the official Market-1501 evaluation (MATLAB, and its
+      Python ports): AP = sum over the matches i = 1..n of
+      ``(1/n) * (p_before + p_at) / 2`` where ``p_at = i / rank_i`` and
+      ``p_before = (i - 1) / (rank_i - 1)`` is the precision one position
+      earlier (1 when the match is ranked first). It integrates precision over
+      recall with the trapezoid rule and is never lower than the standard AP.
+
+    mAP is the mean over the valid queries. The work runs in chunks of
+    ``chunk_size`` query rows on the device of ``distmat`` (numpy arrays and
+    CPU tensors on the CPU, CUDA tensors on their GPU); it never builds a
+    Q x G index or match matrix.
+
+    Args:
+        distmat: Q x G distances (numpy array or tensor; float16/bfloat16/
+            float32/float64; NaN is an error).
+        q_pids, g_pids, q_camids, g_camids: integer identities and cameras of
+            the queries (Q) and gallery items (G).
+        max_rank: length of the returned CMC curve (lowered to G, with a
+            warning, for a smaller gallery).
+        ap: ``"standard"`` or ``"trapezoid"``.
+        chunk_size: query rows processed together; the extra memory is a few
+            ``chunk_size x G`` buffers.
+
+    Returns:
+        ``(cmc, mAP)``: a float32 numpy array of length max_rank and a float.
+
+    Raises:
+        ValueError: if no query has a match (nothing to average).
+
+    Example:
+        >>> import numpy as np
+        >>> from pyreid.evaluation import evaluate_rank
+        >>> d = np.array([[0.1, 0.2, 0.3]], dtype=np.float32)
+        >>> cmc, mAP = evaluate_rank(d, np.array([1]), np.array([2, 1, 1]), np.array([0]), np.array([1, 1, 1]), max_rank=3)
+        >>> cmc.tolist(), round(mAP, 4)
+        ([0.0, 1.0, 1.0], 0.5833)
+    """
+    aps, _, first, _, num_g = _scores(distmat, q_pids, g_pids, q_camids, g_camids, ap, chunk_size)
+    return _cmc(first, max_rank, num_g), float(aps.mean())
+
+
+def evaluate(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
+             max_rank: int = 50, ap: str = "standard", chunk_size: int = 256) -> Dict[str, object]:
+    """All the usual re-ID scores of a distance matrix, as a dict.
+
+    Same protocol, ordering and arguments as :func:`evaluate_rank`. Keys:
+    ``mAP``, ``mINP`` (mean inverse negative penalty, Ye et al. 2021: for each
+    query, number of matches / rank of its last match, i.e. how much of the
+    ranking must be checked to find them all), ``rank1``, ``rank5``,
+    ``rank10`` (fractions in [0, 1]), ``cmc`` (float32 array of length
+    max_rank) and ``num_valid_queries``.
+
+    Example:
+        >>> import numpy as np
+        >>> from pyreid.evaluation import evaluate
+        >>> d = np.array([[0.1, 0.2, 0.3]], dtype=np.float32)
+        >>> r = evaluate(d, np.array([1]), np.array([2, 1, 1]), np.array([0]), np.array([1, 1, 1]), max_rank=3)
+        >>> round(r["mAP"], 4), round(r["mINP"], 4), r["rank1"]
+        (0.5833, 0.6667, 0.0)
+    """
+    aps, inps, first, num_valid, num_g = _scores(distmat, q_pids, g_pids, q_camids, g_camids, ap, chunk_size)
+    result: Dict[str, object] = {"mAP": float(aps.mean()), "mINP": float(inps.mean())}
+    for k in (1, 5, 10):
+        result[f"rank{k}"] = float((first <= k).double().mean())
+    result["cmc"] = _cmc(first, max_rank, num_g)
+    result["num_valid_queries"] = num_valid
+    return result
