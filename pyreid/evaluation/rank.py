@@ -15,7 +15,7 @@ distances are ordered by gallery index, as a stable sort would order them.
 Results therefore never depend on the sorting algorithm.
 """
 
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 import warnings
 
 import numpy as np
@@ -63,89 +63,127 @@ def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids):
     return distmat, labels
 
 
-def _sorted_rows(chunk: torch.Tensor) -> torch.Tensor:
-    """Each row's values in ascending order (values only: no index tensor)."""
-    if chunk.device.type == "cpu":
-        # numpy's SIMD sort of float values is several times faster than
-        # torch.sort on CPU, which always produces an int64 index tensor too.
-        return torch.from_numpy(np.sort(chunk.numpy(), axis=1))
-    return torch.sort(chunk, dim=1).values
+def _sorted_rows(chunk: torch.Tensor, buffer: Optional[np.ndarray] = None) -> torch.Tensor:
+    """Each row's values in ascending order (values only: no index tensor; NaN last).
+
+    On CPU the rows are sorted in ``buffer`` (reused across chunks, so its
+    pages are touched once) when it is given and large enough."""
+    if chunk.device.type != "cpu":
+        return torch.sort(chunk, dim=1).values
+    # numpy's SIMD sort of values is several times faster than torch.sort on
+    # CPU (which also fills an int64 index tensor); it releases the GIL, so
+    # blocks of rows sort in parallel threads, in place.
+    values = chunk.numpy()
+    if buffer is not None and buffer.dtype == values.dtype and buffer.size >= values.size:
+        out = buffer.reshape(-1)[:values.size].reshape(values.shape)
+        np.copyto(out, values)
+    else:
+        out = values.copy()
+    workers = max(1, min(torch.get_num_threads(), out.shape[0]))
+    bounds = np.linspace(0, out.shape[0], workers + 1).astype(int)
+    if workers == 1:
+        out.sort(axis=1)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda ab: out[ab[0]:ab[1]].sort(axis=1), zip(bounds[:-1], bounds[1:])))
+    return torch.from_numpy(out)
 
 
-def _chunk_match_ranks(dist: torch.Tensor, q_pids, q_cams, g_pids, g_cams):
+class _GalleryByIdentity:
+    """Gallery indices grouped by identity, so a query's same-identity items
+    are found by a lookup instead of a comparison with the whole gallery."""
+
+    def __init__(self, g_pids: torch.Tensor, g_cams: torch.Tensor):
+        self.g_pids, self.g_cams = g_pids, g_cams
+        self.order = torch.sort(g_pids, stable=True).indices  # ascending gallery index within a group
+        self.pids, self.counts = torch.unique_consecutive(g_pids[self.order], return_counts=True)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    def same_identity(self, q_pids: torch.Tensor, q_cams: torch.Tensor):
+        """(row, gallery index, same camera) of every (query, gallery item) pair of one identity,
+        listed row by row, gallery indices ascending."""
+        pos = torch.searchsorted(self.pids, q_pids).clamp_max(self.pids.numel() - 1)
+        found = self.pids[pos] == q_pids
+        lengths = torch.where(found, self.counts[pos], 0)
+        rows = torch.repeat_interleave(torch.arange(q_pids.numel(), device=q_pids.device), lengths)
+        first_pair = torch.cumsum(lengths, 0) - lengths
+        offset = torch.arange(rows.numel(), device=q_pids.device) - first_pair[rows]
+        cols = self.order[self.starts[pos][rows] + offset]
+        return rows, cols, self.g_cams[cols] == q_cams[rows]
+
+
+def _padded_table(rows, values, num_rows, fill):
+    """Scatter a row-by-row list into a num_rows x (longest row) table padded with `fill`."""
+    counts = torch.bincount(rows, minlength=num_rows)
+    width = max(1, int(counts.max())) if rows.numel() else 1
+    slot = torch.arange(rows.numel(), device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    table = torch.full((num_rows, width), fill, dtype=values.dtype, device=values.device)
+    table[rows, slot] = values
+    return table, slot, counts
+
+
+def _chunk_match_ranks(dist: torch.Tensor, q_pids, q_cams, gallery: _GalleryByIdentity, buffer=None):
     """Ranks of the true matches of each query of a chunk.
 
-    Returns ``(ranks, num_hits)``: ranks is B x H (H = max(1, the most matches of any
-    query in the chunk)), each row the 1-based positions of that query's
-    matches in its ranking with junk removed, ascending, padded with
+    Returns ``(ranks, num_hits)``: ranks is B x H (H = max(1, the most matches
+    of any query in the chunk)), each row the 1-based positions of that
+    query's matches in its ranking with junk removed, ascending, padded with
     ``num_gallery + 1``; num_hits is B (0 for queries without a match).
     """
     num_b, num_g = dist.shape
-    device = dist.device
-    if torch.isnan(dist).any():
-        raise ValueError("evaluate_rank: distmat contains NaN")
-
-    same_pid = q_pids[:, None] == g_pids[None, :]
-    same_cam = q_cams[:, None] == g_cams[None, :]
-    hit = same_pid & ~same_cam  # true matches: same identity seen by another camera
-    junk = same_pid & same_cam  # removed from the ranking (Market-1501 protocol)
-    num_hits = hit.sum(dim=1)
-    pad = num_g + 1
-    max_hits = int(num_hits.max()) if num_b else 0
-    if max_hits == 0:
-        return torch.full((num_b, 1), pad, dtype=torch.int64, device=device), num_hits
-
-    # Matches as a padded B x H table (nonzero lists them row by row, columns ascending).
-    hit_row, hit_col = hit.nonzero(as_tuple=True)
-    row_start = torch.cumsum(num_hits, 0) - num_hits
-    slot = torch.arange(hit_row.numel(), device=device) - row_start[hit_row]
+    rows, cols, same_cam = gallery.same_identity(q_pids, q_cams)
+    hit_row, hit_col = rows[~same_cam], cols[~same_cam]  # same identity, another camera: a match
+    junk_row, junk_col = rows[same_cam], cols[same_cam]  # same identity and camera: removed
     hit_dist = dist[hit_row, hit_col]
 
-    sorted_all = _sorted_rows(dist)
-    # The same buffer serves the distance table and the junk table: +inf pads
-    # sort last and are never counted as "smaller" by a left search.
-    table = torch.full((num_b, max_hits), float("inf"), dtype=dist.dtype, device=device)
-    table[hit_row, slot] = hit_dist
+    sorted_all = _sorted_rows(dist, buffer)
+    if torch.isnan(sorted_all[:, -1]).any():  # NaN sorts last
+        raise ValueError("evaluate_rank: distmat contains NaN")
+    # +inf pads sort last and are never counted as "smaller" by a left search.
+    table, slot, num_hits = _padded_table(hit_row, hit_dist, num_b, float("inf"))
     smaller_all = torch.searchsorted(sorted_all, table, side="left")
     not_larger_all = torch.searchsorted(sorted_all, table, side="right")
-
-    # Junk items with a smaller distance do not count towards the rank.
-    num_junk = junk.sum(dim=1)
-    max_junk = int(num_junk.max())
-    if max_junk > 0:
-        junk_row, junk_col = junk.nonzero(as_tuple=True)
-        junk_start = torch.cumsum(num_junk, 0) - num_junk
-        junk_slot = torch.arange(junk_row.numel(), device=device) - junk_start[junk_row]
-        junk_table = torch.full((num_b, max_junk), float("inf"), dtype=dist.dtype, device=device)
-        junk_table[junk_row, junk_slot] = dist[junk_row, junk_col]
-        junk_sorted = torch.sort(junk_table, dim=1).values
-        smaller_junk = torch.searchsorted(junk_sorted, table, side="left")
-    else:
-        smaller_junk = torch.zeros_like(smaller_all)
+    junk_dist = dist[junk_row, junk_col]
+    junk_table, _, _ = _padded_table(junk_row, junk_dist, num_b, float("inf"))
+    smaller_junk = torch.searchsorted(torch.sort(junk_table, dim=1).values, table, side="left")
 
     # position = kept items strictly closer + kept items at the same distance
     # with a smaller gallery index (the stable-sort tie rule) + 1.
     before = (smaller_all - smaller_junk)[hit_row, slot]
     tied = (not_larger_all - smaller_all)[hit_row, slot] > 1  # another item shares this distance
     if bool(tied.any()):
-        before[tied] += _tied_before(dist, junk, hit_row[tied], hit_col[tied], hit_dist[tied])
+        before[tied] += _tied_before(dist, hit_row[tied], hit_col[tied], hit_dist[tied],
+                                     (junk_row, junk_col, junk_dist))
 
-    ranks = torch.full((num_b, max_hits), pad, dtype=torch.int64, device=device)
+    ranks = torch.full((num_b, table.shape[1]), num_g + 1, dtype=torch.int64, device=dist.device)
     ranks[hit_row, slot] = before + 1
     return torch.sort(ranks, dim=1).values, num_hits
 
 
-def _tied_before(dist, junk, rows, cols, values, rows_per_step: int = 64):
-    """For each match, the kept items with exactly its distance and a smaller gallery index."""
+def _tied_before(dist, rows, cols, values, junk, rows_per_step: int = 64):
+    """For each match, the kept items with exactly its distance and a smaller gallery index.
+
+    Only matches whose distance occurs more than once in their row come here
+    (rare on real-valued distances; every match for integer-valued ones), and
+    each costs a pass over the row up to its own column."""
     counts = []
-    positions = torch.arange(dist.shape[1], device=dist.device)
     for start in range(0, rows.numel(), rows_per_step):
-        r = rows[start:start + rows_per_step]
-        c = cols[start:start + rows_per_step]
-        v = values[start:start + rows_per_step]
-        earlier_equal = (dist[r] == v[:, None]) & (positions[None, :] < c[:, None]) & ~junk[r]
+        r, c, v = rows[start:start + rows_per_step], cols[start:start + rows_per_step], values[start:start + rows_per_step]
+        width = int(c.max())
+        positions = torch.arange(width, device=dist.device)
+        earlier_equal = (dist[r, :width] == v[:, None]) & (positions[None, :] < c[:, None])
         counts.append(earlier_equal.sum(dim=1))
-    return torch.cat(counts)
+    counts = torch.cat(counts)
+    # Junk items (same identity and camera) at that distance before it are not in the ranking.
+    junk_row, junk_col, junk_dist = junk
+    if junk_row.numel():
+        for start in range(0, rows.numel(), rows_per_step):
+            r, c, v = rows[start:start + rows_per_step], cols[start:start + rows_per_step], values[start:start + rows_per_step]
+            earlier_junk = (junk_row[None, :] == r[:, None]) & (junk_dist[None, :] == v[:, None]) & (junk_col[None, :] < c[:, None])
+            counts[start:start + rows_per_step] -= earlier_junk.sum(dim=1)
+    return counts
 
 
 def _query_scores(ranks: torch.Tensor, num_hits: torch.Tensor, ap: str):
@@ -179,11 +217,16 @@ def _scores(distmat, q_pids, g_pids, q_camids, g_camids, ap, chunk_size):
         compute_dtype = torch.float32  # exact widening: order and ties unchanged
     else:
         compute_dtype = distmat.dtype
+    gallery = _GalleryByIdentity(g_pids, g_camids)
+    buffer = None
+    if distmat.device.type == "cpu":
+        buffer = np.empty((min(chunk_size, distmat.shape[0]), distmat.shape[1]),
+                          dtype=torch.empty((), dtype=compute_dtype).numpy().dtype)
     aps, inps, firsts, valids = [], [], [], []
     for start in range(0, distmat.shape[0], chunk_size):
         stop = min(start + chunk_size, distmat.shape[0])
         chunk = distmat[start:stop].to(compute_dtype).contiguous()
-        ranks, num_hits = _chunk_match_ranks(chunk, q_pids[start:stop], q_camids[start:stop], g_pids, g_camids)
+        ranks, num_hits = _chunk_match_ranks(chunk, q_pids[start:stop], q_camids[start:stop], gallery, buffer)
         valid = num_hits > 0
         ap_values, inp, first = _query_scores(ranks, num_hits, ap)
         aps.append(ap_values[valid])
