@@ -169,8 +169,9 @@ def _tied_before(dist, rows, cols, values, junk, rows_per_step: int = 64):
     (rare on real-valued distances; every match for integer-valued ones), and
     each costs a pass over the row up to its own column."""
     counts = []
-    for start in range(0, rows.numel(), rows_per_step):
-        r, c, v = rows[start:start + rows_per_step], cols[start:start + rows_per_step], values[start:start + rows_per_step]
+    steps = [slice(start, start + rows_per_step) for start in range(0, rows.numel(), rows_per_step)]
+    for step in steps:
+        r, c, v = rows[step], cols[step], values[step]
         width = int(c.max())
         positions = torch.arange(width, device=dist.device)
         earlier_equal = (dist[r, :width] == v[:, None]) & (positions[None, :] < c[:, None])
@@ -179,10 +180,11 @@ def _tied_before(dist, rows, cols, values, junk, rows_per_step: int = 64):
     # Junk items (same identity and camera) at that distance before it are not in the ranking.
     junk_row, junk_col, junk_dist = junk
     if junk_row.numel():
-        for start in range(0, rows.numel(), rows_per_step):
-            r, c, v = rows[start:start + rows_per_step], cols[start:start + rows_per_step], values[start:start + rows_per_step]
-            earlier_junk = (junk_row[None, :] == r[:, None]) & (junk_dist[None, :] == v[:, None]) & (junk_col[None, :] < c[:, None])
-            counts[start:start + rows_per_step] -= earlier_junk.sum(dim=1)
+        for step in steps:
+            r, c, v = rows[step], cols[step], values[step]
+            earlier_junk = ((junk_row[None, :] == r[:, None]) & (junk_dist[None, :] == v[:, None])
+                            & (junk_col[None, :] < c[:, None]))
+            counts[step] -= earlier_junk.sum(dim=1)
     return counts
 
 
