@@ -5,8 +5,8 @@
 >>> dist, idx = pyreid.ops.knn(x, k=10)
 """
 
-from pyreid._extension import build_info
 from pyreid import ops
+from pyreid._extension import build_info
 
 __version__ = "0.1.0"
 
