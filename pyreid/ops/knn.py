@@ -27,6 +27,11 @@ def knn(
         ``(distances, indices)``, each N x k, nearest first; distances in the
         dtype of ``x``, indices int64 into ``y``. Ties go to the smaller index.
 
+    Distances come from ``|x|^2 + |y|^2 - 2<x, y>`` (a matrix product), so
+    two distinct points at nearly the same distance are ordered by float32
+    rounding, and copies of one point sit at ~1e-7 rather than exactly 0
+    unless the arithmetic is exact (e.g. small integer coordinates).
+
     Memory beyond inputs and outputs is one distance tile (a few MB on CPU,
     a few hundred MB on GPU), whatever N and M: distances are computed tile by
     tile and merged into a running top-k per row, so this replaces
