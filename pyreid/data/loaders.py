@@ -62,9 +62,10 @@ def build_train_loader(items: Sequence[Tuple[str, int, int]], batch_size: int = 
 
     ``camera_aware`` picks :class:`CameraAwareIdentitySampler` (Cluster-Contrast)
     instead of :class:`RandomIdentitySampler`. ``transform`` defaults to the
-    training transforms at height x width. Sampling and augmentation are
-    seeded by ``seed`` (call ``loader.batch_sampler.sampler.set_epoch(e)`` to
-    replay epoch e).
+    training transforms at height x width. ``seed`` fixes the sampled indices
+    (``loader.sampler.set_epoch(e)`` replays epoch e) and, with
+    ``num_workers > 0``, the workers' augmentation; with ``num_workers=0``
+    augmentation draws from torch's global generator (``torch.manual_seed``).
     """
     sampler_cls = CameraAwareIdentitySampler if camera_aware else RandomIdentitySampler
     sampler = sampler_cls(items, batch_size=batch_size, num_instances=num_instances, iters=iters, seed=seed)

@@ -39,6 +39,13 @@ from torch.utils.data import Sampler
 __all__ = ["RandomIdentitySampler", "CameraAwareIdentitySampler"]
 
 
+def _take(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n distinct members of pool in random order; if pool is smaller, all of it plus random repeats."""
+    if len(pool) >= n:
+        return rng.choice(pool, n, replace=False)
+    return np.concatenate([rng.permutation(pool), rng.choice(pool, n - len(pool), replace=True)])
+
+
 class RandomIdentitySampler(Sampler[int]):
     """P identities x K instances per batch, ``iters`` batches per epoch.
 
@@ -109,11 +116,7 @@ class RandomIdentitySampler(Sampler[int]):
         return chosen
 
     def _instances(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        k = self.num_instances
-        if len(indices) >= k:
-            return rng.choice(indices, k, replace=False)
-        repeats = rng.choice(indices, k - len(indices), replace=True)
-        return np.concatenate([rng.permutation(indices), repeats])
+        return _take(indices, self.num_instances, rng)
 
 
 class CameraAwareIdentitySampler(RandomIdentitySampler):
@@ -121,7 +124,7 @@ class CameraAwareIdentitySampler(RandomIdentitySampler):
 
     For each chosen identity: a random anchor image, then K - 1 images of the
     same identity taken by other cameras (without replacement when there are
-    enough, else with replacement), as Cluster-Contrast's
+    enough, else all of them plus random repeats), as Cluster-Contrast's
     ``RandomMultipleGallerySampler``. Only when the identity was seen by the
     anchor's camera alone do the K - 1 come from that camera, and an identity
     with a single image repeats it. Arguments as :class:`RandomIdentitySampler`.
@@ -137,5 +140,4 @@ class CameraAwareIdentitySampler(RandomIdentitySampler):
         pool = other_cams if len(other_cams) else others
         if len(pool) == 0:
             pool = np.array([anchor])
-        rest = rng.choice(pool, k - 1, replace=len(pool) < k - 1)
-        return np.concatenate([[anchor], rest])
+        return np.concatenate([[anchor], _take(pool, k - 1, rng)])
