@@ -1,6 +1,6 @@
 """Exact k-nearest-neighbour search, tiled so the N x M matrix never exists."""
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 
@@ -11,7 +11,7 @@ __all__ = ["knn"]
 
 def knn(
     x: torch.Tensor, y: Optional[torch.Tensor] = None, *, k: int, metric: str = "sqeuclidean"
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest rows of ``y`` for every row of ``x``, exactly.
 
     Args:
