@@ -40,7 +40,17 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["SynthConfig", "SynthImage", "generate", "iter_images", "num_images", "make_identity", "make_camera", "render", "MARKER_FILE"]
+__all__ = [
+    "SynthConfig",
+    "SynthImage",
+    "generate",
+    "iter_images",
+    "num_images",
+    "make_identity",
+    "make_camera",
+    "render",
+    "MARKER_FILE",
+]
 
 # Written next to the split folders; build_dataset uses it to tell a synthetic
 # tree from a real Market-1501 one when both sit under the same parent.
@@ -250,99 +260,141 @@ def _torso_pattern(person: Identity, h: int, w: int, unit: float) -> np.ndarray:
     return colours[second.astype(np.intp)]
 
 
-def _draw_person(img: Image.Image, person: Identity, rng: np.random.Generator, cx: float, feet: float, ph: float) -> None:
+class _Body(NamedTuple):
+    """Where the body parts of one drawn pedestrian are, in pixels."""
+
+    cx: float  # centre of the hips
+    cxt: float  # centre of the shoulders (the upper body leans)
+    feet: float
+    ph: float  # person height
+    head_r: float
+    head_cy: float
+    shoulder_y: float
+    waist_y: float
+    knee_y: float
+    half_sh: float  # half the shoulder width
+    half_waist: float
+    leg_w: float
+    view: str  # front | back | side
+
+
+def _draw_person(img: Image.Image, person: Identity, rng: np.random.Generator, cx: float, feet: float,
+                 ph: float) -> None:
     """Draw the pedestrian onto img: centre x, feet y and height in pixels, with a random pose."""
     draw = ImageDraw.Draw(img)
-    h, w = img.height, img.width
     view = ("front", "back", "side")[rng.choice(3, p=[0.4, 0.35, 0.25])]
     stride = rng.uniform(-0.12, 0.12) * ph  # walking phase: feet apart
     swing = rng.uniform(-0.1, 0.1) * ph
     lean = rng.normal(0, 0.015) * ph
     shade = rng.uniform(0.85, 1.15)  # light on the person in this frame
 
-    def c(col):
-        return _fill(col * shade)
+    def paint(colour):
+        return _fill(colour * shade)
 
     top_y = feet - ph
-    head_r = 0.065 * ph
-    head_cy = top_y + head_r * 1.05
-    shoulder_y = top_y + 0.16 * ph
-    waist_y = top_y + 0.50 * ph
-    half_sh = 0.13 * ph * person.width * (0.7 if view == "side" else 1.0)
-    half_waist = half_sh * 0.8
-    leg_w = 0.055 * ph * person.width * (0.85 if view == "side" else 1.0)
-    hip_dx = half_waist * 0.5
-    cxt = cx + lean  # upper body leans
+    narrow = 0.7 if view == "side" else 1.0
+    half_sh = 0.13 * ph * person.width * narrow
+    body = _Body(
+        cx=cx, cxt=cx + lean, feet=feet, ph=ph, head_r=0.065 * ph, head_cy=top_y + 0.06825 * ph,
+        shoulder_y=top_y + 0.16 * ph, waist_y=top_y + 0.50 * ph, knee_y=top_y + 0.74 * ph,
+        half_sh=half_sh, half_waist=half_sh * 0.8, leg_w=0.055 * ph * person.width * (0.85 if view == "side" else 1.0),
+        view=view,
+    )
+    _draw_legs(draw, person, body, stride, paint)
+    _draw_torso(img, person, body, shade)
+    _draw_arms(draw, person, body, swing, paint)
+    _draw_bag(draw, person, body, paint)
+    _draw_head(draw, person, body, paint)
 
-    # Legs, then feet: trousers reach the shoes, shorts and skirts show skin.
-    knee_y = waist_y + 0.24 * ph
+
+def _draw_legs(draw: ImageDraw.ImageDraw, person: Identity, b: _Body, stride: float, paint) -> None:
+    """Legs and shoes: trousers reach the shoes, shorts and skirts show skin."""
+    bottom, leg_w = paint(person.bottom), b.leg_w
     for side in (-1, 1):
-        hip = (cx + side * hip_dx, waist_y)
-        foot = (cx + side * hip_dx * 0.5 + side * stride / 2, feet - 0.02 * ph)
-        leg = [(hip[0] - leg_w, hip[1]), (hip[0] + leg_w, hip[1]), (foot[0] + leg_w * 0.8, foot[1]), (foot[0] - leg_w * 0.8, foot[1])]
-        draw.polygon(leg, fill=c(person.skin if person.bottom_kind != "trousers" else person.bottom))
+        hip_x = b.cx + side * b.half_waist * 0.5
+        foot_x, foot_y = b.cx + side * (b.half_waist * 0.25 + stride / 2), b.feet - 0.02 * b.ph
+        leg = [(hip_x - leg_w, b.waist_y), (hip_x + leg_w, b.waist_y),
+               (foot_x + leg_w * 0.8, foot_y), (foot_x - leg_w * 0.8, foot_y)]
+        draw.polygon(leg, fill=bottom if person.bottom_kind == "trousers" else paint(person.skin))
         if person.bottom_kind == "shorts":
-            t = (knee_y - waist_y) / (foot[1] - waist_y)
-            kx = hip[0] + t * (foot[0] - hip[0])
-            draw.polygon([leg[0], leg[1], (kx + leg_w * 0.95, knee_y), (kx - leg_w * 0.95, knee_y)], fill=c(person.bottom))
-        draw.ellipse([foot[0] - leg_w * 1.2, foot[1] - 0.02 * ph, foot[0] + leg_w * 1.3, foot[1] + 0.02 * ph], fill=c(person.shoes))
+            t = (b.knee_y - b.waist_y) / (foot_y - b.waist_y)
+            knee_x = hip_x + t * (foot_x - hip_x)
+            draw.polygon([leg[0], leg[1], (knee_x + leg_w * 0.95, b.knee_y), (knee_x - leg_w * 0.95, b.knee_y)],
+                         fill=bottom)
+        draw.ellipse([foot_x - leg_w * 1.2, foot_y - 0.02 * b.ph, foot_x + leg_w * 1.3, foot_y + 0.02 * b.ph],
+                     fill=paint(person.shoes))
+    belt_y = b.waist_y - 0.02 * b.ph
     if person.bottom_kind == "skirt":
-        draw.polygon(
-            [(cx - half_waist, waist_y - 0.02 * ph), (cx + half_waist, waist_y - 0.02 * ph),
-             (cx + half_waist * 1.5, knee_y), (cx - half_waist * 1.5, knee_y)],
-            fill=c(person.bottom),
-        )
+        draw.polygon([(b.cx - b.half_waist, belt_y), (b.cx + b.half_waist, belt_y),
+                      (b.cx + b.half_waist * 1.5, b.knee_y), (b.cx - b.half_waist * 1.5, b.knee_y)], fill=bottom)
     else:  # the seat of the trousers or shorts
-        draw.rectangle([cx - half_waist, waist_y - 0.02 * ph, cx + half_waist, waist_y + 0.06 * ph], fill=c(person.bottom))
+        draw.rectangle([b.cx - b.half_waist, belt_y, b.cx + b.half_waist, b.waist_y + 0.06 * b.ph], fill=bottom)
 
-    # Backpack seen from behind hides most of the back; drawn after the torso.
-    torso = [(cxt - half_sh, shoulder_y), (cxt + half_sh, shoulder_y), (cx + half_waist, waist_y), (cx - half_waist, waist_y)]
-    mask = Image.new("L", (w, h), 0)
+
+def _draw_torso(img: Image.Image, person: Identity, b: _Body, shade: float) -> None:
+    """The top, with its pattern, pasted through a torso-shaped mask."""
+    torso = [(b.cxt - b.half_sh, b.shoulder_y), (b.cxt + b.half_sh, b.shoulder_y),
+             (b.cx + b.half_waist, b.waist_y), (b.cx - b.half_waist, b.waist_y)]
+    mask = Image.new("L", img.size, 0)
     ImageDraw.Draw(mask).polygon(torso, fill=255)
-    pattern = _torso_pattern(person._replace(top=person.top * shade, top_second=person.top_second * shade), h, w, 0.05 * ph)
+    lit = person._replace(top=person.top * shade, top_second=person.top_second * shade)
+    pattern = _torso_pattern(lit, img.height, img.width, 0.05 * b.ph)
     img.paste(Image.fromarray(pattern, "RGB"), (0, 0), mask)
 
-    # Arms: sleeves in the top colour, hands (or forearms) in skin.
-    arm_w = max(1, int(round(0.05 * ph * person.width)))
-    arms = (1,) if view == "side" else (-1, 1)
-    for side in arms:
-        sh = (cxt + side * half_sh * 0.9, shoulder_y + 0.02 * ph)
-        hand = (sh[0] + side * 0.03 * ph + (swing if view == "side" else side * swing * 0.2), waist_y + 0.04 * ph)
-        elbow = ((sh[0] + hand[0]) / 2, (sh[1] + hand[1]) / 2)
-        draw.line([sh, elbow], fill=c(person.top), width=arm_w)
-        draw.line([elbow, hand], fill=c(person.top if person.long_sleeves else person.skin), width=arm_w)
-        draw.ellipse([hand[0] - arm_w / 2, hand[1] - arm_w / 2, hand[0] + arm_w / 2, hand[1] + arm_w / 2], fill=c(person.skin))
 
+def _draw_arms(draw: ImageDraw.ImageDraw, person: Identity, b: _Body, swing: float, paint) -> None:
+    """Sleeves in the top colour, hands (and forearms, for short sleeves) in skin; one arm seen from the side."""
+    arm_w = max(1, int(round(0.05 * b.ph * person.width)))
+    for side in (1,) if b.view == "side" else (-1, 1):
+        shoulder = (b.cxt + side * b.half_sh * 0.9, b.shoulder_y + 0.02 * b.ph)
+        hand_dx = swing if b.view == "side" else side * swing * 0.2
+        hand = (shoulder[0] + side * 0.03 * b.ph + hand_dx, b.waist_y + 0.04 * b.ph)
+        elbow = ((shoulder[0] + hand[0]) / 2, (shoulder[1] + hand[1]) / 2)
+        draw.line([shoulder, elbow], fill=paint(person.top), width=arm_w)
+        draw.line([elbow, hand], fill=paint(person.top if person.long_sleeves else person.skin), width=arm_w)
+        r = arm_w / 2
+        draw.ellipse([hand[0] - r, hand[1] - r, hand[0] + r, hand[1] + r], fill=paint(person.skin))
+
+
+def _draw_bag(draw: ImageDraw.ImageDraw, person: Identity, b: _Body, paint) -> None:
+    """A backpack (hides the back seen from behind, only straps from the front) or a shoulder bag."""
+    colour, strap_w = paint(person.bag_colour), max(1, int(round(0.05 * b.ph * person.width)) // 2)
+    top, bottom = b.shoulder_y + 0.03 * b.ph, b.waist_y - 0.04 * b.ph
     if person.bag == "backpack":
-        if view == "back":
-            draw.rectangle([cxt - half_sh * 0.75, shoulder_y + 0.03 * ph, cxt + half_sh * 0.75, waist_y - 0.04 * ph], fill=c(person.bag_colour))
-        elif view == "side":
-            draw.rectangle([cxt - half_sh * 1.9, shoulder_y + 0.03 * ph, cxt - half_sh * 0.9, waist_y - 0.06 * ph], fill=c(person.bag_colour))
-        else:  # straps only
+        if b.view == "back":
+            draw.rectangle([b.cxt - b.half_sh * 0.75, top, b.cxt + b.half_sh * 0.75, bottom], fill=colour)
+        elif b.view == "side":
+            draw.rectangle([b.cxt - b.half_sh * 1.9, top, b.cxt - b.half_sh * 0.9, bottom - 0.02 * b.ph], fill=colour)
+        else:
             for side in (-1, 1):
-                x = cxt + side * half_sh * 0.55
-                draw.line([(x, shoulder_y), (x, shoulder_y + 0.18 * ph)], fill=c(person.bag_colour), width=max(1, arm_w // 2))
+                x = b.cxt + side * b.half_sh * 0.55
+                draw.line([(x, b.shoulder_y), (x, b.shoulder_y + 0.18 * b.ph)], fill=colour, width=strap_w)
     elif person.bag == "shoulder":
-        side = 1 if view != "back" else -1
-        draw.line([(cxt - side * half_sh * 0.7, shoulder_y), (cx + side * half_waist, waist_y)], fill=c(person.bag_colour), width=max(1, arm_w // 2))
-        bx = cx + side * (half_waist + 0.03 * ph)
-        draw.rectangle([bx - 0.06 * ph, waist_y - 0.03 * ph, bx + 0.06 * ph, waist_y + 0.08 * ph], fill=c(person.bag_colour))
+        side = -1 if b.view == "back" else 1
+        strap = [(b.cxt - side * b.half_sh * 0.7, b.shoulder_y), (b.cx + side * b.half_waist, b.waist_y)]
+        draw.line(strap, fill=colour, width=strap_w)
+        x = b.cx + side * (b.half_waist + 0.03 * b.ph)
+        draw.rectangle([x - 0.06 * b.ph, b.waist_y - 0.03 * b.ph, x + 0.06 * b.ph, b.waist_y + 0.08 * b.ph], fill=colour)
 
-    # Neck, head, hair, hat.
-    draw.rectangle([cxt - head_r * 0.4, head_cy + head_r * 0.6, cxt + head_r * 0.4, shoulder_y + 1], fill=c(person.skin))
-    head = [cxt - head_r * 0.85, head_cy - head_r, cxt + head_r * 0.85, head_cy + head_r]
-    draw.ellipse(head, fill=c(person.hair if view == "back" else person.skin))
-    draw.chord(head, 180, 360, fill=c(person.hair))  # hair on top
+
+def _draw_head(draw: ImageDraw.ImageDraw, person: Identity, b: _Body, paint) -> None:
+    """Neck, face (or the back of the head), hair, hat."""
+    r, x, y = b.head_r, b.cxt, b.head_cy
+    hair, hair_end = paint(person.hair), b.shoulder_y + 0.06 * b.ph
+    draw.rectangle([x - r * 0.4, y + r * 0.6, x + r * 0.4, b.shoulder_y + 1], fill=paint(person.skin))
+    head = [x - r * 0.85, y - r, x + r * 0.85, y + r]
+    draw.ellipse(head, fill=hair if b.view == "back" else paint(person.skin))
+    draw.chord(head, 180, 360, fill=hair)
     if person.long_hair:
-        hair_side = (-1, 1) if view != "side" else (-1,)
-        for side in hair_side:
-            x = cxt + side * head_r * 0.75
-            draw.rectangle([min(x, x - side * head_r * 0.35), head_cy, max(x, x - side * head_r * 0.35), shoulder_y + 0.06 * ph], fill=c(person.hair))
-        if view == "back":
-            draw.rectangle([cxt - head_r * 0.8, head_cy, cxt + head_r * 0.8, shoulder_y + 0.06 * ph], fill=c(person.hair))
+        for side in (-1,) if b.view == "side" else (-1, 1):
+            outer, inner = x + side * r * 0.75, x + side * r * 0.4
+            draw.rectangle([min(outer, inner), y, max(outer, inner), hair_end], fill=hair)
+        if b.view == "back":
+            draw.rectangle([x - r * 0.8, y, x + r * 0.8, hair_end], fill=hair)
     if person.hat is not None:
-        draw.chord([cxt - head_r, head_cy - head_r * 1.25, cxt + head_r, head_cy + head_r * 0.5], 180, 360, fill=c(person.hat))
-        draw.rectangle([cxt - head_r * 1.3, head_cy - head_r * 0.4, cxt + head_r * 1.3, head_cy - head_r * 0.25], fill=c(person.hat))
+        hat = paint(person.hat)
+        draw.chord([x - r, y - r * 1.25, x + r, y + r * 0.5], 180, 360, fill=hat)
+        draw.rectangle([x - r * 1.3, y - r * 0.4, x + r * 1.3, y - r * 0.25], fill=hat)
 
 
 def _occlude(img: Image.Image, cam: Camera, rng: np.random.Generator) -> None:
@@ -435,7 +487,8 @@ def _plan(config: SynthConfig) -> List[_Job]:
     return jobs
 
 
-def _render_job(job: _Job, config: SynthConfig, cameras: List[Camera], identities: Dict[int, Identity]) -> np.ndarray:
+def _render_job(job: _Job, config: SynthConfig, cameras: List[Camera],
+                identities: Dict[int, Identity]) -> np.ndarray:
     rng = _rng(config.seed, 3, job.pid + 2, job.camera, job.key)
     cam = cameras[job.camera]
     if job.pid > 0:
@@ -486,7 +539,9 @@ def generate(out: str, config: Optional[SynthConfig] = None, overwrite: bool = F
     config.validate()
     existing = [d for d in (*SPLIT_DIRS, MARKER_FILE) if os.path.exists(os.path.join(out, d))]
     if existing and not overwrite:
-        raise FileExistsError(f"synth: {out} already holds {', '.join(existing)}; pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(
+            f"synth: {out} already holds {', '.join(existing)}; pass overwrite=True (--overwrite) to replace it"
+        )
     for d in existing:
         path = os.path.join(out, d)
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
