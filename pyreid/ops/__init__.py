@@ -1,6 +1,18 @@
 """Typed wrappers around the ``torch.ops.pyreid`` kernels (CPU and CUDA)."""
 
+from pyreid.ops.jaccard import jaccard_distance, jaccard_graph
 from pyreid.ops.knn import knn
+from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
+from pyreid.ops.kreciprocal_sets import kreciprocal_sets
 from pyreid.ops.pairwise_distance import pairwise_distance
+from pyreid.ops.re_ranking import re_ranking
 
-__all__ = ["knn", "pairwise_distance"]
+__all__ = [
+    "jaccard_distance",
+    "jaccard_graph",
+    "knn",
+    "kreciprocal_jaccard",
+    "kreciprocal_sets",
+    "pairwise_distance",
+    "re_ranking",
+]
