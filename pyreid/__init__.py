@@ -5,9 +5,10 @@
 >>> dist, idx = pyreid.ops.knn(x, k=10)
 """
 
-from pyreid._extension import build_info
 from pyreid import ops
+from pyreid import data
+from pyreid._extension import build_info
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "ops", "__version__"]
+__all__ = ["build_info", "ops", "data", "__version__"]

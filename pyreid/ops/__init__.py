@@ -1,5 +1,7 @@
 """Typed wrappers around the ``torch.ops.pyreid`` kernels (CPU and CUDA)."""
 
+# Loads pyreid._C first: the wrappers register fake kernels for its schemas.
+from pyreid import _extension  # noqa: F401  isort: skip
 from pyreid.ops.jaccard import jaccard_distance, jaccard_graph
 from pyreid.ops.knn import knn
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
