@@ -6,12 +6,28 @@ from pyreid.ops._kreciprocal_encoding import (
     check_device_supported,
     check_kreciprocal_args,
     kreciprocal_encoding,
-    row_max_sqeuclidean,
 )
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 from pyreid.ops.pairwise_distance import pairwise_distance
 
 __all__ = ["re_ranking"]
+
+# Elements of one distance tile.
+_TILE_ELEMENTS = 1 << 24
+
+
+def _row_max_and_query_block(x: torch.Tensor, q: int):
+    """Row maxima of the squared distances of x (N x D) and its query x gallery block, one tiled pass."""
+    n = x.shape[0]
+    rows = max(1, _TILE_ELEMENTS // n)
+    row_max = x.new_empty((n,))
+    block = x.new_empty((q, n - q))
+    for r0 in range(0, n, rows):
+        tile = pairwise_distance(x[r0 : r0 + rows], x, "sqeuclidean")
+        row_max[r0 : r0 + tile.shape[0]] = tile.amax(dim=1)
+        if r0 < q:
+            block[r0 : min(q, r0 + rows)] = tile[: q - r0, q:]
+    return row_max, block
 
 
 def re_ranking(
@@ -58,11 +74,11 @@ def re_ranking(
     x = torch.cat([query, gallery]).float()
     check_kreciprocal_args(x, k1, k2, op)
     check_device_supported(x, op)
-    row_max = row_max_sqeuclidean(x)
+    row_max, d = _row_max_and_query_block(x, q)
     neighbors, crow, col, val = kreciprocal_encoding(x, k1, "original", row_max)
     jcrow, jcol, jval = kreciprocal_jaccard(crow, col, val, neighbors[:, :k2].contiguous(), q, 1.0)
 
-    d = pairwise_distance(x[:q], x[q:], "sqeuclidean") / row_max[:q, None].clamp_min(torch.finfo(x.dtype).tiny)
+    d /= row_max[:q, None].clamp_min(torch.finfo(x.dtype).tiny)
     # Pairs that share no support have J = 1.
     final = d * lambda_value + (1.0 - lambda_value)
     rows = torch.repeat_interleave(torch.arange(q, device=x.device), jcrow.diff())
