@@ -122,3 +122,18 @@ def test_cuda_input():
     else:
         out = pyreid.ops.re_ranking(query.cuda(), gallery.cuda())
         assert (out.cpu() - cpu).abs().max() < 1e-5
+
+
+def test_one_distance_pass_neighbours_equal_knn_with_ties():
+    # re_ranking selects neighbours from its own distance tiles (with the row
+    # maxima); on integer coordinates (many exact ties) and duplicated points
+    # the lists must equal ops.knn's exactly: self first, ties to the smaller index.
+    from pyreid.ops.re_ranking import _one_distance_pass
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 3, (700, 2), generator=g).float()
+    row_max, block, nb = _one_distance_pass(x, 100, 21)
+    assert torch.equal(nb, pyreid.ops.knn(x, k=21)[1])
+    full = pairwise_distance_reference(x, None, "sqeuclidean")
+    assert torch.equal(row_max.double(), full.max(dim=1).values)
+    assert torch.equal(block.double(), full[:100, 100:])

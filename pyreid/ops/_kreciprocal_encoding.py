@@ -88,16 +88,22 @@ def row_softmax(crow: torch.Tensor, rows: torch.Tensor, logits: torch.Tensor) ->
 
 
 def kreciprocal_encoding(
-    x: torch.Tensor, k1: int, variant: str, row_max: Optional[torch.Tensor] = None
+    x: torch.Tensor,
+    k1: int,
+    variant: str,
+    row_max: Optional[torch.Tensor] = None,
+    neighbors: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(neighbors, crow, col, val)``: the neighbour lists and V as CSR (float32 values).
 
     ``x`` is float32 or float64. ``"cluster"``: lists of k1 columns, weights
     ``exp(-(2 - 2<x_i, x_j>))``. ``"original"``: lists of k1 + 1 columns,
     weights ``exp(-|x_i - x_j|^2 / row_max_i)`` (row_max computed if not given).
+    ``neighbors``: the lists if the caller already has them (as ``knn`` orders them).
     """
     columns = k1 if variant == "cluster" else k1 + 1
-    _, neighbors = knn(x, k=columns, metric="sqeuclidean")
+    if neighbors is None:
+        _, neighbors = knn(x, k=columns, metric="sqeuclidean")
     crow, col = kreciprocal_sets(neighbors, k1)
     rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), crow.diff())
     d = _pair_distances(x, rows, col, variant)

@@ -16,18 +16,39 @@ __all__ = ["re_ranking"]
 _TILE_ELEMENTS = 1 << 24
 
 
-def _row_max_and_query_block(x: torch.Tensor, q: int):
-    """Row maxima of the squared distances of x (N x D) and its query x gallery block, one tiled pass."""
+def _smallest_stable(tile: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices of the k smallest entries of each row, ordered by (value, index): knn's order."""
+    values, index = tile.topk(k, dim=1, largest=False, sorted=True)
+    # topk breaks ties arbitrarily: where the k-th value is tied with an
+    # unselected entry, take the row's stable sort instead; elsewhere the set
+    # is exact and only its order needs the index tie-break.
+    tied = (tile <= values[:, -1:]).sum(dim=1) != k
+    by_index = index.argsort(dim=1)
+    index, values = index.gather(1, by_index), values.gather(1, by_index)
+    index = index.gather(1, values.argsort(dim=1, stable=True))
+    if bool(tied.any()):
+        index[tied] = tile[tied].sort(dim=1, stable=True).indices[:, :k]
+    return index
+
+
+def _one_distance_pass(x: torch.Tensor, q: int, k: int):
+    """From one tiled pass over the squared distances of x (N x D), never N x N:
+    the row maxima, the query x gallery block and the k-neighbour lists (self first)."""
     n = x.shape[0]
     rows = max(1, _TILE_ELEMENTS // n)
     row_max = x.new_empty((n,))
     block = x.new_empty((q, n - q))
+    neighbors = torch.empty((n, k), dtype=torch.int64, device=x.device)
     for r0 in range(0, n, rows):
         tile = pairwise_distance(x[r0 : r0 + rows], x, "sqeuclidean")
-        row_max[r0 : r0 + tile.shape[0]] = tile.amax(dim=1)
+        r = tile.shape[0]
+        row_max[r0 : r0 + r] = tile.amax(dim=1)
         if r0 < q:
             block[r0 : min(q, r0 + rows)] = tile[: q - r0, q:]
-    return row_max, block
+        self_index = torch.arange(r0, r0 + r, device=x.device)
+        tile[torch.arange(r, device=x.device), self_index] = float("-inf")  # each point first in its own list
+        neighbors[r0 : r0 + r] = _smallest_stable(tile, k)
+    return row_max, block, neighbors
 
 
 def re_ranking(
@@ -74,8 +95,8 @@ def re_ranking(
     x = torch.cat([query, gallery]).float()
     check_kreciprocal_args(x, k1, k2, op)
     check_device_supported(x, op)
-    row_max, d = _row_max_and_query_block(x, q)
-    neighbors, crow, col, val = kreciprocal_encoding(x, k1, "original", row_max)
+    row_max, d, neighbors = _one_distance_pass(x, q, k1 + 1)
+    neighbors, crow, col, val = kreciprocal_encoding(x, k1, "original", row_max, neighbors)
     jcrow, jcol, jval = kreciprocal_jaccard(crow, col, val, neighbors[:, :k2].contiguous(), q, 1.0)
 
     d /= row_max[:q, None].clamp_min(torch.finfo(x.dtype).tiny)
