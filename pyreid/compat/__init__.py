@@ -4,4 +4,7 @@ Each keeps the exact name, arguments, defaults and return type of the code it
 replaces, so switching is a one-line import change.
 """
 
-__all__: list = []
+from pyreid.compat.jaccard import compute_jaccard_distance
+from pyreid.compat.re_ranking import re_ranking
+
+__all__: list = ["compute_jaccard_distance", "re_ranking"]

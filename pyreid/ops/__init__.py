@@ -2,7 +2,19 @@
 
 # Loads pyreid._C first: the wrappers register fake kernels for its schemas.
 from pyreid import _extension  # noqa: F401  isort: skip
+from pyreid.ops.jaccard import jaccard_distance, jaccard_graph
 from pyreid.ops.knn import knn
+from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
+from pyreid.ops.kreciprocal_sets import kreciprocal_sets
 from pyreid.ops.pairwise_distance import pairwise_distance
+from pyreid.ops.re_ranking import re_ranking
 
-__all__ = ["knn", "pairwise_distance"]
+__all__ = [
+    "jaccard_distance",
+    "jaccard_graph",
+    "knn",
+    "kreciprocal_jaccard",
+    "kreciprocal_sets",
+    "pairwise_distance",
+    "re_ranking",
+]
