@@ -7,7 +7,8 @@
 
 from pyreid._extension import build_info
 from pyreid import ops
+from pyreid import cluster
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "ops", "__version__"]
+__all__ = ["build_info", "cluster", "ops", "__version__"]

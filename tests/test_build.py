@@ -5,7 +5,7 @@ import torch
 
 import pyreid
 
-OPS = ["pairwise_distance", "knn"]
+OPS = ["pairwise_distance", "knn", "dbscan_dense", "dbscan_csr"]
 
 
 def test_build_info_reports_the_build():
