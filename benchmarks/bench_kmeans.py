@@ -43,7 +43,7 @@ def test_kmeans(benchmark, data, impl):
         def run():
             return KMeans(n_clusters=K, n_init=1, init="k-means++", random_state=0).fit(x.numpy())
 
-        model = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
+        model = benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=0)
         inertia = float(model.inertia_)
         benchmark.extra_info["iterations"] = int(model.n_iter_)
     else:
@@ -56,7 +56,7 @@ def test_kmeans(benchmark, data, impl):
                 torch.cuda.synchronize()
             return out
 
-        centroids, labels = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
+        centroids, labels = benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=0)
         inertia = _inertia(x, centroids.cpu(), labels.cpu())
     benchmark.extra_info["inertia"] = inertia
     benchmark.extra_info["inertia_ratio_to_sklearn"] = inertia / ref_inertia

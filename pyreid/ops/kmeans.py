@@ -6,7 +6,6 @@ from typing import Tuple
 import torch
 
 from pyreid.ops.knn import knn
-from pyreid.ops.pairwise_distance import pairwise_distance
 
 __all__ = ["kmeans"]
 
@@ -90,6 +89,12 @@ def _update(x: torch.Tensor, labels: torch.Tensor, dist: torch.Tensor, k: int) -
     return centroids
 
 
+def _sq_dist_to(points: torch.Tensor, x: torch.Tensor, x_sq: torch.Tensor) -> torch.Tensor:
+    """Squared distances (m x N) from a few points to every row of x, given |x|^2; clamped at 0."""
+    p_sq = (points * points).sum(1, keepdim=True)
+    return torch.addmm(p_sq + x_sq.unsqueeze(0), points, x.t(), alpha=-2).clamp_min_(0)
+
+
 def _kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """Greedy k-means++: each new centre is the best of 2 + ln(k) candidates drawn with probability ~ D(x)^2."""
     n = x.shape[0]
@@ -99,13 +104,14 @@ def _kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> to
     draws = torch.rand(max(k - 1, 0), trials, generator=generator, dtype=torch.float64).to(x.device)
     centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
     centroids[0] = x[first]
-    closest = pairwise_distance(x[first : first + 1], x)[0].clamp_min(0)
+    # |x|^2 once: each step then reads x once (one trials x N product), not twice.
+    x_sq = (x * x).sum(1)
+    closest = _sq_dist_to(x[first : first + 1], x, x_sq)[0]
     for c in range(1, k):
         cumulative = torch.cumsum(closest, 0, dtype=torch.float64)
         targets = draws[c - 1] * cumulative[-1]
         candidates = torch.searchsorted(cumulative, targets).clamp_max(n - 1)
-        candidate_dist = pairwise_distance(x[candidates], x).clamp_min(0)
-        candidate_closest = torch.minimum(closest.unsqueeze(0), candidate_dist)
+        candidate_closest = torch.minimum(closest.unsqueeze(0), _sq_dist_to(x[candidates], x, x_sq))
         best = torch.argmin(candidate_closest.sum(1, dtype=torch.float64))
         closest = candidate_closest[best]
         centroids[c] = x[candidates[best]]
