@@ -5,11 +5,9 @@
 >>> dist, idx = pyreid.ops.knn(x, k=10)
 """
 
-from pyreid import ops
-from pyreid import data
-from pyreid import evaluation, models
+from pyreid import cluster, data, evaluation, models, ops
 from pyreid._extension import build_info
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "ops", "data", "evaluation", "models", "__version__"]
+__all__ = ["build_info", "cluster", "data", "evaluation", "models", "ops", "__version__"]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from common import DEVICES
+
 from pyreid.evaluation import Evaluator, evaluate, evaluate_rank, extract_features
 
 

@@ -8,7 +8,6 @@ import torch
 from pyreid.models import ARCHS, GeneralizedMeanPooling, PretrainedWeightsUnavailable, build_model
 
 
-
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_forward_every_backbone(arch):
     torch.manual_seed(0)

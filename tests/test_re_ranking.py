@@ -6,7 +6,11 @@ from common import clustered_features, cuda
 import pyreid
 import pyreid.compat
 from pyreid.ops._reference import pairwise_distance_reference
-from pyreid.ops._reference_kreciprocal import re_ranking_features_reference, re_ranking_published, re_ranking_reference
+from pyreid.ops._reference_kreciprocal import (
+    re_ranking_features_reference,
+    re_ranking_published,
+    re_ranking_reference,
+)
 
 
 def query_gallery(q, g, d, seed=0):

@@ -9,7 +9,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Callable, Optional, Tuple
 
 import torch
 from PIL import Image

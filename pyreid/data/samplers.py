@@ -31,7 +31,8 @@ Example:
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Iterator, List, Sequence, Tuple
+from collections.abc import Iterator, Sequence
+from typing import Dict, List, Tuple
 
 import numpy as np
 from torch.utils.data import Sampler

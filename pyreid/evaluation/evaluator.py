@@ -1,8 +1,9 @@
 """Feature extraction and the query/gallery evaluation of a model."""
 
-from dataclasses import dataclass
 import logging
-from typing import Dict, Iterable, Optional, Tuple, Union
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F

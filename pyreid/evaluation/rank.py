@@ -15,8 +15,8 @@ distances are ordered by gallery index, as a stable sort would order them.
 Results therefore never depend on the sorting algorithm.
 """
 
-from typing import Dict, Optional, Tuple, Union
 import warnings
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch

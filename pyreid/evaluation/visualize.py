@@ -7,7 +7,8 @@ exactly the size the docstring states.
 """
 
 import os
-from typing import Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
 """torchvision backbones cut before their pooling and classifier."""
 
-from collections import OrderedDict
 import logging
+from collections import OrderedDict
 from typing import Tuple
 
 import torch

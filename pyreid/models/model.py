@@ -1,8 +1,8 @@
 """The re-ID network: backbone -> pooling -> [embedding] -> BN neck -> [classifier]."""
 
-from dataclasses import dataclass
 import logging
 import os
+from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Union
 
 import torch

@@ -2,7 +2,9 @@
 
 # Loads pyreid._C first: the wrappers register fake kernels for its schemas.
 from pyreid import _extension  # noqa: F401  isort: skip
+from pyreid.ops.dbscan import dbscan
 from pyreid.ops.jaccard import jaccard_distance, jaccard_graph
+from pyreid.ops.kmeans import kmeans
 from pyreid.ops.knn import knn
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 from pyreid.ops.kreciprocal_sets import kreciprocal_sets
@@ -10,8 +12,10 @@ from pyreid.ops.pairwise_distance import pairwise_distance
 from pyreid.ops.re_ranking import re_ranking
 
 __all__ = [
+    "dbscan",
     "jaccard_distance",
     "jaccard_graph",
+    "kmeans",
     "knn",
     "kreciprocal_jaccard",
     "kreciprocal_sets",

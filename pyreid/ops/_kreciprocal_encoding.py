@@ -10,8 +10,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from pyreid.ops.kreciprocal_sets import kreciprocal_sets
 from pyreid.ops.knn import knn
+from pyreid.ops.kreciprocal_sets import kreciprocal_sets
 from pyreid.ops.pairwise_distance import pairwise_distance
 
 VARIANTS = ("cluster", "original")

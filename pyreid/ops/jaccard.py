@@ -5,7 +5,11 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops._kreciprocal_encoding import check_device_supported, check_kreciprocal_args, kreciprocal_encoding
+from pyreid.ops._kreciprocal_encoding import (
+    check_device_supported,
+    check_kreciprocal_args,
+    kreciprocal_encoding,
+)
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 
 __all__ = ["jaccard_distance", "jaccard_graph"]

@@ -1,0 +1,118 @@
+"""k-means (k-means++ seeding + Lloyd iterations) on pyreid's distance and kNN kernels."""
+
+import math
+from typing import Tuple
+
+import torch
+
+from pyreid.ops.knn import knn
+
+__all__ = ["kmeans"]
+
+
+def kmeans(
+    x: torch.Tensor, k: int, iters: int = 300, seed: int = 0, tol: float = 1e-4
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """k-means clustering of the rows of ``x`` (Lloyd's algorithm, k-means++ seeding).
+
+    Args:
+        x: N x D features (float16, bfloat16, float32 or float64; CPU or CUDA).
+            Half precision is clustered in float32.
+        k: number of clusters, ``1 <= k <= N``.
+        iters: at most this many Lloyd iterations (assignment + update).
+        seed: seeds the k-means++ draws (a CPU ``torch.Generator``), so the
+            result is deterministic for a seed on a given device.
+        tol: stop when the inertia (sum of squared distances to the assigned
+            centroid) falls by less than ``tol`` times its previous value, or
+            when no label changes.
+
+    Returns:
+        ``(centroids, labels)``: k x D centroids (float32, or float64 for
+        float64 input) and N int64 labels, each point assigned to its nearest
+        returned centroid (ties to the smaller index).
+
+    Seeding is the greedy k-means++ of Arthur & Vassilvitskii (SODA 2007) with
+    ``2 + ln k`` candidates per centre, as scikit-learn uses. The assignment
+    step is :func:`pyreid.ops.knn` with ``k=1`` (tiled: no N x k distance
+    matrix), the update an ``index_add_``; a cluster that becomes empty is
+    re-seeded with the point farthest from its centroid. Used by PUL (Fan et
+    al., TOMM 2018), which clusters features into as many clusters as there
+    are identities.
+
+    Example:
+        >>> x = torch.cat([torch.randn(100, 8), torch.randn(100, 8) + 10])
+        >>> centroids, labels = pyreid.ops.kmeans(x, 2)
+        >>> int(labels[:100].unique().numel()), int(labels[100:].unique().numel())
+        (1, 1)
+    """
+    torch._check(x.dim() == 2, lambda: f"kmeans: x must be a 2-D tensor, got {x.dim()}-D with shape {tuple(x.shape)}")
+    torch._check(x.is_floating_point(), lambda: f"kmeans: x must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    n = x.shape[0]
+    torch._check(1 <= k <= n, lambda: f"kmeans: k must be in [1, {n}] (the number of points), got k={k}")
+    torch._check(iters >= 1, lambda: f"kmeans: iters must be >= 1, got iters={iters}")
+    torch._check(tol >= 0, lambda: f"kmeans: tol must be >= 0, got tol={tol}")
+    torch._check(bool(torch.isfinite(x).all()), lambda: "kmeans: x contains NaN or Inf")
+    x = x.detach()
+    x = x.double() if x.dtype == torch.float64 else x.float()
+    x = x.contiguous()
+
+    generator = torch.Generator().manual_seed(seed)
+    centroids = _kmeans_plus_plus(x, k, generator)
+    labels, dist = _assign(x, centroids)
+    inertia = float(dist.sum(dtype=torch.float64))
+    for _ in range(iters):
+        centroids = _update(x, labels, dist, k)
+        new_labels, dist = _assign(x, centroids)
+        new_inertia = float(dist.sum(dtype=torch.float64))
+        converged = bool(torch.equal(new_labels, labels)) or inertia - new_inertia <= tol * inertia
+        labels, inertia = new_labels, new_inertia
+        if converged:
+            break
+    return centroids, labels
+
+
+def _assign(x: torch.Tensor, centroids: torch.Tensor):
+    """Nearest centroid of every point and the squared distance to it."""
+    dist, index = knn(x, centroids, k=1)
+    return index[:, 0], dist[:, 0].clamp_min(0)
+
+
+def _update(x: torch.Tensor, labels: torch.Tensor, dist: torch.Tensor, k: int) -> torch.Tensor:
+    """Means of the clusters; an empty cluster takes one of the points farthest from their centroid."""
+    sums = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x)
+    counts = torch.bincount(labels, minlength=k)
+    centroids = sums / counts.clamp_min(1).unsqueeze(1).to(x.dtype)
+    empty = torch.nonzero(counts == 0).flatten()
+    if empty.numel() > 0:  # rare: a data-dependent branch (one sync) is fine here
+        farthest = torch.topk(dist, empty.numel()).indices
+        centroids[empty] = x[farthest]
+    return centroids
+
+
+def _sq_dist_to(points: torch.Tensor, x: torch.Tensor, x_sq: torch.Tensor) -> torch.Tensor:
+    """Squared distances (m x N) from a few points to every row of x, given |x|^2; clamped at 0."""
+    p_sq = (points * points).sum(1, keepdim=True)
+    return torch.addmm(p_sq + x_sq.unsqueeze(0), points, x.t(), alpha=-2).clamp_min_(0)
+
+
+def _kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++: each new centre is the best of 2 + ln(k) candidates drawn with probability ~ D(x)^2."""
+    n = x.shape[0]
+    trials = 2 + int(math.log(k))
+    # All random numbers up front, on the CPU: the same draws whatever the device, and no per-step transfer.
+    first = int(torch.randint(n, (1,), generator=generator))
+    draws = torch.rand(max(k - 1, 0), trials, generator=generator, dtype=torch.float64).to(x.device)
+    centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
+    centroids[0] = x[first]
+    # |x|^2 once: each step then reads x once (one trials x N product), not twice.
+    x_sq = (x * x).sum(1)
+    closest = _sq_dist_to(x[first : first + 1], x, x_sq)[0]
+    for c in range(1, k):
+        cumulative = torch.cumsum(closest, 0, dtype=torch.float64)
+        targets = draws[c - 1] * cumulative[-1]
+        candidates = torch.searchsorted(cumulative, targets).clamp_max(n - 1)
+        candidate_closest = torch.minimum(closest.unsqueeze(0), _sq_dist_to(x[candidates], x, x_sq))
+        best = torch.argmin(candidate_closest.sum(1, dtype=torch.float64))
+        closest = candidate_closest[best]
+        centroids[c] = x[candidates[best]]
+    return centroids
