@@ -247,7 +247,7 @@ def _scores(distmat, q_pids, g_pids, q_camids, g_camids, ap, chunk_size):
 
 def _cmc(first: torch.Tensor, max_rank: int, num_g: int) -> np.ndarray:
     if num_g < max_rank:
-        warnings.warn(f"evaluate_rank: only {num_g} gallery items, so max_rank is lowered to {num_g}")
+        warnings.warn(f"evaluate_rank: only {num_g} gallery items, so max_rank is lowered to {num_g}", stacklevel=3)
         max_rank = num_g
     counts = torch.bincount(first.clamp_max(max_rank + 1) - 1, minlength=max_rank + 1)[:max_rank]
     cmc = torch.cumsum(counts, 0).to(torch.float64) / first.numel()
