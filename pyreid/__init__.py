@@ -7,7 +7,8 @@
 
 from pyreid._extension import build_info
 from pyreid import ops
+from pyreid import nn
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "ops", "__version__"]
+__all__ = ["build_info", "nn", "ops", "__version__"]

@@ -5,7 +5,7 @@ import torch
 
 import pyreid
 
-OPS = ["pairwise_distance", "knn"]
+OPS = ["pairwise_distance", "knn", "cluster_memory_update_"]
 
 
 def test_build_info_reports_the_build():

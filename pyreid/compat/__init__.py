@@ -4,4 +4,6 @@ Each keeps the exact name, arguments, defaults and return type of the code it
 replaces, so switching is a one-line import change.
 """
 
-__all__: list = []
+from pyreid.compat.cluster_memory import ClusterMemory
+
+__all__: list = ["ClusterMemory"]
