@@ -130,7 +130,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _distributed_worker(rank, world, port, centroids, inputs, targets, sizes, mode, out_dir):
+def _distributed_worker(rank, world, port, centroids, inputs, targets, sizes, out_dir):
     import torch.distributed as dist
 
     os.environ["MASTER_ADDR"] = "127.0.0.1"
@@ -139,29 +139,32 @@ def _distributed_worker(rank, world, port, centroids, inputs, targets, sizes, mo
     try:
         torch.set_num_threads(1)
         start = sum(sizes[:rank])
-        x = inputs[start : start + sizes[rank]].clone().requires_grad_()
-        memory = pyreid.nn.ClusterMemory.from_centroids(centroids, momentum=0.2, mode=mode)
-        memory(x, targets[start : start + sizes[rank]]).backward()
-        torch.save(memory.features, os.path.join(out_dir, f"rank{rank}.pt"))
+        for mode in ("momentum", "hard"):
+            x = inputs[start : start + sizes[rank]].clone().requires_grad_()
+            memory = pyreid.nn.ClusterMemory.from_centroids(centroids, momentum=0.2, mode=mode)
+            memory(x, targets[start : start + sizes[rank]]).backward()
+            torch.save(memory.features, os.path.join(out_dir, f"{mode}_rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("mode", ["momentum", "hard"])
-def test_distributed_memories_stay_identical_and_see_every_rank(tmp_path, mode):
+def test_distributed_memories_stay_identical_and_see_every_rank(tmp_path):
+    # Two processes on gloo (one spawn for both modes: starting processes is the slow part).
     import torch.multiprocessing as mp
 
     sizes = [24, 17]  # unequal batches on purpose
     centroids, inputs, targets = make_batch(sum(sizes), 6, 8, seed=5)
     mp.spawn(
         _distributed_worker,
-        args=(2, _free_port(), centroids, inputs, targets, sizes, mode, str(tmp_path)),
+        args=(2, _free_port(), centroids, inputs, targets, sizes, str(tmp_path)),
         nprocs=2,
         join=True,
     )
-    single = pyreid.nn.ClusterMemory.from_centroids(centroids, momentum=0.2, mode=mode)
-    single(inputs.clone().requires_grad_(), targets).backward()  # the concatenated batch in one process
-    rank0 = torch.load(tmp_path / "rank0.pt")
-    rank1 = torch.load(tmp_path / "rank1.pt")
-    assert torch.equal(rank0, rank1)
-    assert torch.allclose(rank0, single.features, atol=1e-6)
+    for mode in ("momentum", "hard"):
+        single = pyreid.nn.ClusterMemory.from_centroids(centroids, momentum=0.2, mode=mode)
+        single(inputs.clone().requires_grad_(), targets).backward()  # the concatenated batch in one process
+        rank0 = torch.load(tmp_path / f"{mode}_rank0.pt")
+        rank1 = torch.load(tmp_path / f"{mode}_rank1.pt")
+        assert torch.equal(rank0, rank1)
+        assert torch.allclose(rank0, single.features, atol=1e-6)
+        assert not torch.allclose(rank0, F.normalize(centroids, dim=1), atol=1e-3)

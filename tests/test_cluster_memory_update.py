@@ -134,6 +134,18 @@ def test_updates_a_view_of_a_larger_memory_in_place(device):
     assert (storage[0] == 0).all() and (storage[9] == 0).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+def test_inputs_that_are_rows_of_the_memory_itself(device, mode):
+    # The batch is a view of the memory: the op must read the rows as they
+    # were when it was called, as the reference (given a copy) does.
+    memory, _, _ = make_problem(0, 12, 16, seed=12, device=device)
+    targets = torch.tensor([3, 4, 3, 0, 4, 4], device=device)
+    expected = reference(memory, memory[2:8].clone(), targets, 0.5, mode)
+    pyreid.ops.cluster_memory_update_(memory, memory[2:8], targets, 0.5, mode)
+    assert relative_error(memory, expected) < 1e-5
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_opcheck(mode):
     memory, inputs, targets = make_problem(20, 5, 8, seed=9)

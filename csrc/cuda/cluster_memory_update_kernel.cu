@@ -116,7 +116,9 @@ void cluster_memory_update_cuda(at::Tensor memory, const at::Tensor& inputs, con
   at::Tensor sorted_labels, order;
   std::tie(sorted_labels, order) = at::sort(targets.contiguous(), /*stable=*/true, /*dim=*/0, /*descending=*/false);
   at::Tensor work = memory.is_contiguous() ? memory : memory.contiguous();
-  const at::Tensor inputs_c = inputs.contiguous();
+  // Inputs that share memory's storage would change under the update: copy them.
+  const at::Tensor inputs_c = inputs.is_alias_of(memory) ? inputs.clone(at::MemoryFormat::Contiguous)
+                                                         : inputs.contiguous();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs_c.scalar_type(), "cluster_memory_update_cuda", [&] {
     cluster_memory_update_kernel<scalar_t><<<static_cast<unsigned int>(batch), kThreads, 0, stream>>>(
