@@ -230,7 +230,7 @@ def test_cpu_and_cuda_agree(mode, dtype):
     pyreid.ops.cluster_memory_update_(on_cpu, inputs, targets, 0.2, mode)
     on_cuda = memory.cuda()
     pyreid.ops.cluster_memory_update_(on_cuda, inputs.cuda(), targets.cuda(), 0.2, mode)
-    assert relative_error(on_cuda, on_cpu) < 1e-6
+    assert relative_error(on_cuda, on_cpu) < 1e-5
 
 
 @cuda
