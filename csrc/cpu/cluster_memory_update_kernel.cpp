@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include "common/checks.h"
@@ -21,41 +22,60 @@ constexpr const char* kOp = "cluster_memory_update_";
 // Grouping work (elements touched) below which a task is not worth a thread.
 constexpr int64_t kGrainElements = 1 << 15;
 
-// Rows are processed in lanes of kLanes elements with one partial sum per
-// lane: independent accumulators the compiler turns into SIMD code (a single
-// running sum would be a serial chain, since float addition does not
-// reassociate).
-constexpr int64_t kLanes = 16;
+// Rows are processed a vector at a time (at::vec::Vectorized), with two
+// accumulators so the sums are not one serial chain. Written out rather than
+// left to the auto-vectoriser, which turned a lane-array version into
+// shuffle-heavy code several times slower than this. The tails use the
+// shared scalar functions; the vector body is the same formula.
+using Vec = at::vec::Vectorized<float>;
 
-// Sum over lanes of f(d) for d in [0, dim).
-template <typename F>
-float lane_sum(int64_t dim, F&& f) {
-  float partial[kLanes] = {};
-  int64_t d = 0;
-  for (; d + kLanes <= dim; d += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) partial[l] += f(d + l);
-  }
-  for (; d < dim; ++d) partial[0] += f(d);
+float horizontal_sum(const Vec& a, const Vec& b) {
+  float lanes[Vec::size()];
+  (a + b).store(lanes);
   float total = 0.0f;
-  for (int64_t l = 0; l < kLanes; ++l) total += partial[l];
+  for (int64_t l = 0; l < Vec::size(); ++l) total += lanes[l];
   return total;
 }
 
 // row <- normalise(m * row + (1 - m) * x), x already float32. The rows never
-// overlap (inputs that share memory's storage are copied first), and saying
-// so lets the compiler vectorise the blend.
+// overlap (inputs that share memory's storage are copied first).
 void update_row(float* __restrict__ row, const float* __restrict__ x, int64_t dim, float momentum) {
-  const float sum_sq = lane_sum(dim, [&](int64_t d) {
+  const Vec keep(momentum), take(1.0f - momentum);
+  Vec acc0(0.0f), acc1(0.0f);
+  constexpr int64_t kStep = 2 * Vec::size();
+  int64_t d = 0;
+  for (; d + kStep <= dim; d += kStep) {
+    const Vec v0 = keep * Vec::loadu(row + d) + take * Vec::loadu(x + d);
+    const Vec v1 = keep * Vec::loadu(row + d + Vec::size()) + take * Vec::loadu(x + d + Vec::size());
+    v0.store(row + d);
+    v1.store(row + d + Vec::size());
+    acc0 = acc0 + v0 * v0;
+    acc1 = acc1 + v1 * v1;
+  }
+  float sum_sq = horizontal_sum(acc0, acc1);
+  for (; d < dim; ++d) {
     const float v = momentum_blend(momentum, row[d], x[d]);
     row[d] = v;
-    return v * v;
-  });
-  const float divisor = normalise_divisor(sum_sq);
-  for (int64_t d = 0; d < dim; ++d) row[d] /= divisor;
+    sum_sq += v * v;
+  }
+  const float scale = normalise_scale(sum_sq);
+  const Vec scale_vec(scale);
+  d = 0;
+  for (; d + Vec::size() <= dim; d += Vec::size()) (Vec::loadu(row + d) * scale_vec).store(row + d);
+  for (; d < dim; ++d) row[d] *= scale;
 }
 
 float dot(const float* __restrict__ row, const float* __restrict__ x, int64_t dim) {
-  return lane_sum(dim, [&](int64_t d) { return row[d] * x[d]; });
+  Vec acc0(0.0f), acc1(0.0f);
+  constexpr int64_t kStep = 2 * Vec::size();
+  int64_t d = 0;
+  for (; d + kStep <= dim; d += kStep) {
+    acc0 = acc0 + Vec::loadu(row + d) * Vec::loadu(x + d);
+    acc1 = acc1 + Vec::loadu(row + d + Vec::size()) * Vec::loadu(x + d + Vec::size());
+  }
+  float total = horizontal_sum(acc0, acc1);
+  for (; d < dim; ++d) total += row[d] * x[d];
+  return total;
 }
 
 // Row i of the inputs as float32: the row itself for float32 inputs, else

@@ -57,8 +57,8 @@ __device__ void update_row(float* row, const scalar_t* x, int64_t dim, float mom
     row[d] = v;
     partial += v * v;
   }
-  const float divisor = normalise_divisor(block_sum(partial, scratch));
-  for (int64_t d = threadIdx.x; d < dim; d += kThreads) row[d] /= divisor;
+  const float scale = normalise_scale(block_sum(partial, scratch));
+  for (int64_t d = threadIdx.x; d < dim; d += kThreads) row[d] *= scale;
 }
 
 template <typename scalar_t>

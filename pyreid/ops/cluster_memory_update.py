@@ -24,7 +24,8 @@ def cluster_memory_update_(
       the smallest ``<x, memory[y]>`` (the first in batch order on ties), then
       one update ``memory[y] <- normalise(m * memory[y] + (1 - m) * x*)``.
 
-    ``normalise(v) = v / max(||v||, 1e-12)`` as :func:`torch.nn.functional.normalize`.
+    ``normalise(v) = v / max(||v||, 1e-12)`` as :func:`torch.nn.functional.normalize`
+    (computed as a multiplication by the reciprocal: within one float32 rounding).
 
     Args:
         memory: K x D float32 centroids (rows L2-normalised), CPU or CUDA; modified in place.
