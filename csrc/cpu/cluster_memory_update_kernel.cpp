@@ -3,13 +3,13 @@
 // run in parallel (at::parallel_for); each group walks its samples in order
 // and owns its memory row, so no two threads ever touch one row.
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include "common/checks.h"
@@ -22,58 +22,63 @@ constexpr const char* kOp = "cluster_memory_update_";
 // Grouping work (elements touched) below which a task is not worth a thread.
 constexpr int64_t kGrainElements = 1 << 15;
 
-// Rows are processed a vector at a time (at::vec::Vectorized), with two
-// accumulators so the sums are not one serial chain. Written out rather than
-// left to the auto-vectoriser, which turned a lane-array version into
-// shuffle-heavy code several times slower than this. The tails use the
+// Rows are processed eight floats at a time with GCC/Clang vector types and
+// two accumulators, so the sums are not one serial chain. Written out rather
+// than left to the auto-vectoriser (which turned a lane-array loop into
+// shuffle-bound code) or at::vec (whose portable fallback, used when the
+// extension is built without -mavx2, goes through memory). The tails use the
 // shared scalar functions; the vector body is the same formula.
-using Vec = at::vec::Vectorized<float>;
+typedef float Vec8 __attribute__((vector_size(32)));
+constexpr int64_t kVec = 8;
 
-float horizontal_sum(const Vec& a, const Vec& b) {
-  float lanes[Vec::size()];
-  (a + b).store(lanes);
+inline Vec8 load8(const float* p) {
+  Vec8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store8(float* p, Vec8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+inline float horizontal_sum(Vec8 v) {
   float total = 0.0f;
-  for (int64_t l = 0; l < Vec::size(); ++l) total += lanes[l];
+  for (int64_t l = 0; l < kVec; ++l) total += v[l];
   return total;
 }
 
 // row <- normalise(m * row + (1 - m) * x), x already float32. The rows never
 // overlap (inputs that share memory's storage are copied first).
 void update_row(float* __restrict__ row, const float* __restrict__ x, int64_t dim, float momentum) {
-  const Vec keep(momentum), take(1.0f - momentum);
-  Vec acc0(0.0f), acc1(0.0f);
-  constexpr int64_t kStep = 2 * Vec::size();
+  const float take = 1.0f - momentum;
+  Vec8 acc0 = {}, acc1 = {};
   int64_t d = 0;
-  for (; d + kStep <= dim; d += kStep) {
-    const Vec v0 = keep * Vec::loadu(row + d) + take * Vec::loadu(x + d);
-    const Vec v1 = keep * Vec::loadu(row + d + Vec::size()) + take * Vec::loadu(x + d + Vec::size());
-    v0.store(row + d);
-    v1.store(row + d + Vec::size());
-    acc0 = acc0 + v0 * v0;
-    acc1 = acc1 + v1 * v1;
+  for (; d + 2 * kVec <= dim; d += 2 * kVec) {
+    const Vec8 v0 = momentum * load8(row + d) + take * load8(x + d);
+    const Vec8 v1 = momentum * load8(row + d + kVec) + take * load8(x + d + kVec);
+    store8(row + d, v0);
+    store8(row + d + kVec, v1);
+    acc0 += v0 * v0;
+    acc1 += v1 * v1;
   }
-  float sum_sq = horizontal_sum(acc0, acc1);
+  float sum_sq = horizontal_sum(acc0 + acc1);
   for (; d < dim; ++d) {
     const float v = momentum_blend(momentum, row[d], x[d]);
     row[d] = v;
     sum_sq += v * v;
   }
   const float scale = normalise_scale(sum_sq);
-  const Vec scale_vec(scale);
   d = 0;
-  for (; d + Vec::size() <= dim; d += Vec::size()) (Vec::loadu(row + d) * scale_vec).store(row + d);
+  for (; d + kVec <= dim; d += kVec) store8(row + d, load8(row + d) * scale);
   for (; d < dim; ++d) row[d] *= scale;
 }
 
 float dot(const float* __restrict__ row, const float* __restrict__ x, int64_t dim) {
-  Vec acc0(0.0f), acc1(0.0f);
-  constexpr int64_t kStep = 2 * Vec::size();
+  Vec8 acc0 = {}, acc1 = {};
   int64_t d = 0;
-  for (; d + kStep <= dim; d += kStep) {
-    acc0 = acc0 + Vec::loadu(row + d) * Vec::loadu(x + d);
-    acc1 = acc1 + Vec::loadu(row + d + Vec::size()) * Vec::loadu(x + d + Vec::size());
+  for (; d + 2 * kVec <= dim; d += 2 * kVec) {
+    acc0 += load8(row + d) * load8(x + d);
+    acc1 += load8(row + d + kVec) * load8(x + d + kVec);
   }
-  float total = horizontal_sum(acc0, acc1);
+  float total = horizontal_sum(acc0 + acc1);
   for (; d < dim; ++d) total += row[d] * x[d];
   return total;
 }
