@@ -5,10 +5,11 @@
 >>> dist, idx = pyreid.ops.knn(x, k=10)
 """
 
-from pyreid._extension import build_info
 from pyreid import ops
-from pyreid import nn
+from pyreid import data
+from pyreid import evaluation, models, nn
+from pyreid._extension import build_info
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "nn", "ops", "__version__"]
+__all__ = ["build_info", "ops", "data", "evaluation", "models", "nn", "__version__"]

@@ -1,7 +1,22 @@
 """Typed wrappers around the ``torch.ops.pyreid`` kernels (CPU and CUDA)."""
 
+# Loads pyreid._C first: the wrappers register fake kernels for its schemas.
+from pyreid import _extension  # noqa: F401  isort: skip
+from pyreid.ops.jaccard import jaccard_distance, jaccard_graph
 from pyreid.ops.cluster_memory_update import cluster_memory_update_
 from pyreid.ops.knn import knn
+from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
+from pyreid.ops.kreciprocal_sets import kreciprocal_sets
 from pyreid.ops.pairwise_distance import pairwise_distance
+from pyreid.ops.re_ranking import re_ranking
 
-__all__ = ["cluster_memory_update_", "knn", "pairwise_distance"]
+__all__ = [
+    "cluster_memory_update_",
+    "jaccard_distance",
+    "jaccard_graph",
+    "knn",
+    "kreciprocal_jaccard",
+    "kreciprocal_sets",
+    "pairwise_distance",
+    "re_ranking",
+]

@@ -18,18 +18,21 @@ def check_metric(metric: str, op: str) -> None:
     )
 
 
+def _check_features(t: torch.Tensor, name: str, op: str) -> None:
+    torch._check(
+        t.dim() == 2, lambda: f"{op}: {name} must be a 2-D tensor, got {t.dim()}-D with shape {tuple(t.shape)}"
+    )
+    torch._check(
+        t.is_floating_point(),
+        lambda: f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}",
+    )
+
+
 def check_feature_pair(x: torch.Tensor, y: Optional[torch.Tensor], op: str) -> None:
     """x: N x D floating; y: None or M x D of the same dtype and device."""
     for name, t in (("x", x), ("y", y)):
-        if t is None:
-            continue
-        torch._check(
-            t.dim() == 2, lambda: f"{op}: {name} must be a 2-D tensor, got {t.dim()}-D with shape {tuple(t.shape)}"
-        )
-        torch._check(
-            t.is_floating_point(),
-            lambda: f"{op}: {name} must be float16, bfloat16, float32 or float64, got {t.dtype}",
-        )
+        if t is not None:
+            _check_features(t, name, op)
     if y is not None:
         torch._check(
             x.device == y.device,

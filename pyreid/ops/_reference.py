@@ -6,7 +6,7 @@ round. Each builds whatever dense matrices the definition suggests, so keep
 the sizes small.
 """
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ def pairwise_distance_reference(
 
 def knn_reference(
     x: torch.Tensor, y: Optional[torch.Tensor] = None, k: int = 1, metric: str = "sqeuclidean"
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sort every row of the full distance matrix by (distance, index); self first when y is None."""
     d = pairwise_distance_reference(x, y, metric).numpy()
     n, m = d.shape

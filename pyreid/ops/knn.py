@@ -1,6 +1,6 @@
 """Exact k-nearest-neighbour search, tiled so the N x M matrix never exists."""
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 
@@ -11,7 +11,7 @@ __all__ = ["knn"]
 
 def knn(
     x: torch.Tensor, y: Optional[torch.Tensor] = None, *, k: int, metric: str = "sqeuclidean"
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest rows of ``y`` for every row of ``x``, exactly.
 
     Args:
@@ -26,6 +26,11 @@ def knn(
     Returns:
         ``(distances, indices)``, each N x k, nearest first; distances in the
         dtype of ``x``, indices int64 into ``y``. Ties go to the smaller index.
+
+    Distances come from ``|x|^2 + |y|^2 - 2<x, y>`` (a matrix product), so
+    two distinct points at nearly the same distance are ordered by float32
+    rounding, and copies of one point sit at ~1e-7 rather than exactly 0
+    unless the arithmetic is exact (e.g. small integer coordinates).
 
     Memory beyond inputs and outputs is one distance tile (a few MB on CPU,
     a few hundred MB on GPU), whatever N and M: distances are computed tile by

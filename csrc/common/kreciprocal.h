@@ -1,0 +1,45 @@
+// Arithmetic of the k-reciprocal encoding shared by the CPU and CUDA kernels
+// (kreciprocal_sets, kreciprocal_jaccard), so the CPU tests run the exact
+// rules the GPU runs. Definitions: DESIGN.md, "k-reciprocal sets".
+#pragma once
+
+#include <cstdint>
+
+#include "common/distance.h"  // PYREID_HOST_DEVICE
+
+namespace pyreid {
+
+// round(k1 / 2) as numpy rounds it (half to even): 1 -> 0, 5 -> 2, 7 -> 4, 30 -> 15.
+PYREID_HOST_DEVICE int64_t half_k1(int64_t k1) {
+  const int64_t q = k1 / 2;
+  return (k1 % 2 == 1 && q % 2 == 1) ? q + 1 : q;
+}
+
+// Columns of a neighbour list with `available` columns that R(., k) looks at:
+// the first k + 1, or all of them when the list is shorter (Cluster-Contrast
+// lists have k1 columns, so R(., k1) sees k1).
+PYREID_HOST_DEVICE int64_t reciprocal_columns(int64_t k, int64_t available) {
+  return k + 1 < available ? k + 1 : available;
+}
+
+// Whether i is among the first `cols` entries of a neighbour list.
+PYREID_HOST_DEVICE bool in_list(const int64_t* list, int64_t cols, int64_t i) {
+  for (int64_t t = 0; t < cols; ++t) {
+    if (list[t] == i) return true;
+  }
+  return false;
+}
+
+// The expansion rule |R(c) & R(i)| > 2/3 |R(c)|, in integers (exact).
+PYREID_HOST_DEVICE bool expansion_accepts(int64_t overlap, int64_t candidate_size) {
+  return 3 * overlap > 2 * candidate_size;
+}
+
+// Jaccard distance from the overlap s = sum_c min(V[i,c], V[j,c]) of two
+// encodings whose rows sum to 1: 1 - s / (2 - s), clamped at 0.
+PYREID_HOST_DEVICE float jaccard_from_overlap(float s) {
+  const float d = 1.0f - s / (2.0f - s);
+  return d > 0.0f ? d : 0.0f;
+}
+
+}  // namespace pyreid

@@ -1,0 +1,236 @@
+// CPU kreciprocal_jaccard: query expansion and sparse Jaccard distances.
+//
+// 1. V' = query expansion of V, one output row per input row, parallel over
+//    rows: each task merges the k2 sorted rows through a dense accumulator of
+//    N floats (plus the list of touched columns), adding them in t order.
+// 2. The inverted index of V' (CSC: for each column, the rows holding it, in
+//    row order), built by a counting sort.
+// 3. Jaccard rows, parallel over fixed blocks of rows: for row i, for each
+//    column c of V'[i] ascending, for each row r of column c,
+//    acc[r] += min(V'[i,c], V'[r,c]); every touched r gives one stored pair.
+//    Blocks write to their own buffers, copied afterwards in row order into
+//    the output (each block freed once copied).
+// Each sum runs in a fixed order that does not depend on the threads.
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "common/checks.h"
+#include "common/kreciprocal.h"
+
+namespace pyreid {
+namespace {
+
+struct Csr {
+  std::vector<int64_t> ptr;  // rows + 1
+  std::vector<int64_t> idx;
+  std::vector<float> val;
+};
+
+// A dense float accumulator over n slots that remembers which slots it
+// touched, so it can be read and cleared in O(touched).
+class SparseAccumulator {
+ public:
+  explicit SparseAccumulator(int64_t n) : sum_(static_cast<size_t>(n), 0.0f), seen_(static_cast<size_t>(n), 0) {}
+
+  void add(int64_t slot, float v) {
+    if (!seen_[slot]) {
+      seen_[slot] = 1;
+      touched_.push_back(slot);
+    }
+    sum_[slot] += v;
+  }
+
+  // Touched slots in ascending order.
+  const std::vector<int64_t>& sorted_touched() {
+    std::sort(touched_.begin(), touched_.end());
+    return touched_;
+  }
+  float sum(int64_t slot) const { return sum_[slot]; }
+  bool touched(int64_t slot) const { return seen_[slot] != 0; }
+
+  void clear() {
+    for (int64_t s : touched_) {
+      sum_[s] = 0.0f;
+      seen_[s] = 0;
+    }
+    touched_.clear();
+  }
+
+ private:
+  std::vector<float> sum_;
+  std::vector<char> seen_;
+  std::vector<int64_t> touched_;
+};
+
+// Rows are processed in blocks of this many; each block owns its output buffers.
+constexpr int64_t kRowBlock = 128;
+
+// Runs row_fn(i, acc, out) for every row in [0, rows) in parallel blocks of
+// kRowBlock rows; each block collects its rows' (index, value) lists in its
+// own Csr (ptr relative to the block).
+template <typename RowFn>
+std::vector<Csr> build_blocks(int64_t rows, int64_t n, const RowFn& row_fn) {
+  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+  std::vector<Csr> parts(static_cast<size_t>(blocks));
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    SparseAccumulator acc(n);
+    for (int64_t b = begin; b < end; ++b) {
+      Csr& part = parts[b];
+      const int64_t r0 = b * kRowBlock, r1 = std::min(rows, r0 + kRowBlock);
+      part.ptr.push_back(0);
+      for (int64_t i = r0; i < r1; ++i) {
+        row_fn(i, acc, part);
+        part.ptr.push_back(static_cast<int64_t>(part.idx.size()));
+      }
+    }
+  });
+  return parts;
+}
+
+// Concatenates the blocks in row order into ptr (rows + 1), idx and val
+// (allocated by the caller with the total size), freeing each block once copied.
+void concat_blocks(std::vector<Csr>& parts, int64_t* ptr, int64_t* idx, float* val) {
+  std::vector<int64_t> starts(parts.size() + 1, 0);
+  for (size_t b = 0; b < parts.size(); ++b) starts[b + 1] = starts[b] + static_cast<int64_t>(parts[b].idx.size());
+  ptr[0] = 0;
+  at::parallel_for(0, static_cast<int64_t>(parts.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      Csr& part = parts[b];
+      for (size_t t = 1; t < part.ptr.size(); ++t) ptr[b * kRowBlock + t] = starts[b] + part.ptr[t];
+      std::copy(part.idx.begin(), part.idx.end(), idx + starts[b]);
+      std::copy(part.val.begin(), part.val.end(), val + starts[b]);
+      part = Csr();  // free as we go
+    }
+  });
+}
+
+int64_t total_size(const std::vector<Csr>& parts) {
+  int64_t total = 0;
+  for (const Csr& part : parts) total += static_cast<int64_t>(part.idx.size());
+  return total;
+}
+
+// The blocks as one Csr.
+Csr concat_to_csr(std::vector<Csr> parts, int64_t rows) {
+  Csr out;
+  const int64_t total = total_size(parts);
+  out.ptr.resize(static_cast<size_t>(rows + 1));
+  out.idx.resize(static_cast<size_t>(total));
+  out.val.resize(static_cast<size_t>(total));
+  concat_blocks(parts, out.ptr.data(), out.idx.data(), out.val.data());
+  return out;
+}
+
+// V'[i] = (sum over t < k2 of V[expansion[i, t]]) / k2.
+Csr query_expansion(const int64_t* crow, const int64_t* col, const float* val, const int64_t* expansion, int64_t n,
+                    int64_t k2) {
+  auto parts = build_blocks(n, n, [&](int64_t i, SparseAccumulator& acc, Csr& out) {
+    for (int64_t t = 0; t < k2; ++t) {
+      const int64_t r = expansion[i * k2 + t];
+      for (int64_t p = crow[r]; p < crow[r + 1]; ++p) acc.add(col[p], val[p]);
+    }
+    for (int64_t c : acc.sorted_touched()) {
+      out.idx.push_back(c);
+      // Divide (not multiply by 1/k2): numpy's mean divides the sum.
+      out.val.push_back(acc.sum(c) / static_cast<float>(k2));
+    }
+    acc.clear();
+  });
+  return concat_to_csr(std::move(parts), n);
+}
+
+// Column-major copy of a CSR matrix with n columns: for each column, its rows ascending.
+Csr inverted_index(const Csr& v, int64_t n) {
+  const int64_t rows = static_cast<int64_t>(v.ptr.size()) - 1;
+  Csr inv;
+  inv.ptr.assign(static_cast<size_t>(n + 1), 0);
+  for (int64_t c : v.idx) ++inv.ptr[c + 1];
+  for (int64_t c = 0; c < n; ++c) inv.ptr[c + 1] += inv.ptr[c];
+  inv.idx.resize(v.idx.size());
+  inv.val.resize(v.idx.size());
+  std::vector<int64_t> fill(inv.ptr.begin(), inv.ptr.end() - 1);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t p = v.ptr[r]; p < v.ptr[r + 1]; ++p) {
+      const int64_t dst = fill[v.idx[p]]++;
+      inv.idx[dst] = r;
+      inv.val[dst] = v.val[p];
+    }
+  }
+  return inv;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cpu(const at::Tensor& crow, const at::Tensor& col,
+                                                                       const at::Tensor& val,
+                                                                       const at::Tensor& expansion, int64_t rows,
+                                                                       double max_distance) {
+  constexpr const char* op = "kreciprocal_jaccard";
+  check_dim(crow, 1, op, "crow");
+  check_dim(col, 1, op, "col");
+  check_dim(val, 1, op, "val");
+  check_dim(expansion, 2, op, "expansion");
+  TORCH_CHECK(crow.scalar_type() == at::kLong && col.scalar_type() == at::kLong &&
+                  expansion.scalar_type() == at::kLong,
+              op, ": crow, col and expansion must be int64");
+  TORCH_CHECK(val.scalar_type() == at::kFloat, op, ": val must be float32, got ", val.scalar_type());
+  const int64_t n = crow.size(0) - 1;
+  TORCH_CHECK(n >= 0, op, ": crow must have N + 1 entries, got an empty tensor");
+  TORCH_CHECK(col.size(0) == val.size(0), op, ": col has ", col.size(0), " entries but val has ", val.size(0));
+  TORCH_CHECK(expansion.size(0) == n && expansion.size(1) >= 1, op, ": expansion must be N x k2 with N = ", n,
+              " and k2 >= 1, got shape ", expansion.sizes());
+  TORCH_CHECK(rows >= 0 && rows <= n, op, ": rows must be in [0, ", n, "], got ", rows);
+  const int64_t k2 = expansion.size(1);
+
+  const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous(), val_c = val.contiguous();
+  const at::Tensor exp_c = expansion.contiguous();
+  const int64_t* crow_p = crow_c.data_ptr<int64_t>();
+  const int64_t* col_p = col_c.data_ptr<int64_t>();
+  TORCH_CHECK(crow_p[0] == 0 && crow_p[n] == col.size(0), op, ": crow must start at 0 and end at nnz = ",
+              col.size(0));
+  if (col.size(0) > 0) {
+    TORCH_CHECK(at::logical_and(col_c >= 0, col_c < n).all().item<bool>(), op, ": col must be in [0, ", n, ")");
+  }
+  if (exp_c.numel() > 0) {
+    TORCH_CHECK(at::logical_and(exp_c >= 0, exp_c < n).all().item<bool>(), op, ": expansion must be in [0, ", n,
+                ")");
+  }
+
+  const Csr v = query_expansion(crow_p, col_p, val_c.data_ptr<float>(), exp_c.data_ptr<int64_t>(), n, k2);
+  const Csr inv = inverted_index(v, n);
+  const float limit = static_cast<float>(max_distance);
+  std::vector<Csr> jac = build_blocks(rows, n, [&](int64_t i, SparseAccumulator& acc, Csr& out) {
+    for (int64_t p = v.ptr[i]; p < v.ptr[i + 1]; ++p) {
+      const int64_t c = v.idx[p];
+      const float vi = v.val[p];
+      for (int64_t q = inv.ptr[c]; q < inv.ptr[c + 1]; ++q) acc.add(inv.idx[q], std::min(vi, inv.val[q]));
+    }
+    if (!acc.touched(i)) acc.add(i, 0.0f);  // the diagonal is always stored
+    for (int64_t j : acc.sorted_touched()) {
+      const float d = jaccard_from_overlap(acc.sum(j));
+      if (j == i || d < limit) {
+        out.idx.push_back(j);
+        out.val.push_back(d);
+      }
+    }
+    acc.clear();
+  });
+
+  const int64_t total = total_size(jac);
+  at::Tensor out_crow = at::empty({rows + 1}, crow.options());
+  at::Tensor out_col = at::empty({total}, crow.options());
+  at::Tensor out_val = at::empty({total}, val.options());
+  concat_blocks(jac, out_crow.data_ptr<int64_t>(), out_col.data_ptr<int64_t>(), out_val.data_ptr<float>());
+  return {out_crow, out_col, out_val};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyreid, CPU, m) {
+  m.impl("kreciprocal_jaccard", &kreciprocal_jaccard_cpu);
+}
+
+}  // namespace pyreid

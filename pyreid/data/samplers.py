@@ -1,0 +1,143 @@
+"""Batch samplers for metric learning: P identities x K instances per batch.
+
+Triplet and contrastive losses need several images of each identity in a
+batch, which uniform shuffling does not give. Both samplers here yield
+``iters * batch_size`` indices per epoch, ``batch_size = P * K`` at a time:
+
+* :class:`RandomIdentitySampler` (the PK sampler of "In Defense of the Triplet
+  Loss", Hermans et al. 2017): P distinct identities, K of each one's images.
+  Identities are taken from a reshuffled queue, so over an epoch every
+  identity is drawn about equally often whatever its image count.
+* :class:`CameraAwareIdentitySampler`, Cluster-Contrast's
+  ``RandomMultipleGallerySampler``: the first instance of an identity is a
+  random anchor, the other K - 1 are drawn from its images taken by *other*
+  cameras, so positives cross cameras, which is what re-ID must learn.
+
+"Iteration-based" training (Cluster-Contrast, SpCL) runs a fixed number of
+iterations per epoch rather than one pass over the data, because in
+unsupervised training the number of pseudo-identities changes every epoch.
+
+Both are deterministic: epoch ``e`` of a sampler built with ``seed`` always
+yields the same indices (``set_epoch`` picks the epoch; otherwise each
+``iter()`` moves on to the next one).
+
+Example:
+    >>> items = [("a.jpg", 0, 0), ("b.jpg", 0, 1), ("c.jpg", 1, 0), ("d.jpg", 1, 1)]
+    >>> sampler = RandomIdentitySampler(items, batch_size=4, num_instances=2, iters=3, seed=0)
+    >>> len(sampler), len(list(sampler))
+    (12, 12)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+from torch.utils.data import Sampler
+
+__all__ = ["RandomIdentitySampler", "CameraAwareIdentitySampler"]
+
+
+def _take(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n distinct members of pool in random order; if pool is smaller, all of it plus random repeats."""
+    if len(pool) >= n:
+        return rng.choice(pool, n, replace=False)
+    return np.concatenate([rng.permutation(pool), rng.choice(pool, n - len(pool), replace=True)])
+
+
+class RandomIdentitySampler(Sampler[int]):
+    """P identities x K instances per batch, ``iters`` batches per epoch.
+
+    Args:
+        items: the data set's ``(img_path, pid, camid)`` list (pseudo labels
+            in unsupervised training; items with pid < 0, i.e. clustering
+            outliers, are never sampled).
+        batch_size: P * K; must be a multiple of ``num_instances``.
+        num_instances: K, images per identity. An identity with fewer than K
+            images contributes all of them plus random repeats (with
+            replacement); one with more contributes K distinct ones.
+        iters: batches per epoch, so ``len(sampler) == iters * batch_size``.
+        seed: with the epoch number, fixes every index drawn.
+    """
+
+    def __init__(self, items: Sequence[Tuple[str, int, int]], batch_size: int, num_instances: int,
+                 iters: int, seed: int = 0):
+        if num_instances < 1 or batch_size < num_instances or batch_size % num_instances:
+            raise ValueError(
+                f"batch_size ({batch_size}) must be a positive multiple of num_instances ({num_instances})"
+            )
+        if iters < 1:
+            raise ValueError(f"iters must be >= 1, got {iters}")
+        self.batch_size = batch_size
+        self.num_instances = num_instances
+        self.num_pids_per_batch = batch_size // num_instances
+        self.iters = iters
+        self.seed = seed
+        self.epoch = 0
+        by_pid: Dict[int, List[int]] = defaultdict(list)
+        self.camids = np.array([camid for _, _, camid in items], dtype=np.int64)
+        for index, (_, pid, _) in enumerate(items):
+            if pid >= 0:
+                by_pid[pid].append(index)
+        self.pids = sorted(by_pid)
+        self.index_by_pid = {pid: np.array(by_pid[pid], dtype=np.int64) for pid in self.pids}
+        if len(self.pids) < self.num_pids_per_batch:
+            raise ValueError(
+                f"a batch needs {self.num_pids_per_batch} distinct identities "
+                f"(batch_size {batch_size} / num_instances {num_instances}), the data have {len(self.pids)}"
+            )
+
+    def __len__(self) -> int:
+        return self.iters * self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` yield epoch ``epoch``'s indices."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        queue: List[int] = []
+        for _ in range(self.iters):
+            for pid in self._draw_identities(queue, rng):
+                yield from self._instances(self.index_by_pid[pid], rng).tolist()
+
+    def _draw_identities(self, queue: List[int], rng: np.random.Generator) -> List[int]:
+        """P distinct identities from the front of a queue refilled with fresh permutations."""
+        chosen: List[int] = []
+        deferred: List[int] = []
+        while len(chosen) < self.num_pids_per_batch:
+            if not queue:
+                queue.extend(self.pids[i] for i in rng.permutation(len(self.pids)))
+            pid = queue.pop()
+            (deferred if pid in chosen else chosen).append(pid)
+        queue.extend(deferred)  # seen twice across a refill: keep it for the next batch
+        return chosen
+
+    def _instances(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return _take(indices, self.num_instances, rng)
+
+
+class CameraAwareIdentitySampler(RandomIdentitySampler):
+    """The PK sampler whose positives come from other cameras than the anchor's.
+
+    For each chosen identity: a random anchor image, then K - 1 images of the
+    same identity taken by other cameras (without replacement when there are
+    enough, else all of them plus random repeats), as Cluster-Contrast's
+    ``RandomMultipleGallerySampler``. Only when the identity was seen by the
+    anchor's camera alone do the K - 1 come from that camera, and an identity
+    with a single image repeats it. Arguments as :class:`RandomIdentitySampler`.
+    """
+
+    def _instances(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        k = self.num_instances
+        anchor = indices[rng.integers(len(indices))]
+        if k == 1:
+            return np.array([anchor])
+        others = indices[indices != anchor]
+        other_cams = others[self.camids[others] != self.camids[anchor]]
+        pool = other_cams if len(other_cams) else others
+        if len(pool) == 0:
+            pool = np.array([anchor])
+        return np.concatenate([[anchor], _take(pool, k - 1, rng)])

@@ -1,0 +1,113 @@
+"""torchvision backbones cut before their pooling and classifier."""
+
+from collections import OrderedDict
+import logging
+from typing import Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["ARCHS", "build_backbone", "PretrainedWeightsUnavailable"]
+
+logger = logging.getLogger(__name__)
+
+# Output channels of each backbone's last feature map.
+ARCHS = {
+    "resnet18": 512,
+    "resnet34": 512,
+    "resnet50": 2048,
+    "resnet101": 2048,
+    "mobilenet_v2": 1280,
+    "googlenet": 1024,
+}
+
+_RESNET_BODY = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+_GOOGLENET_BODY = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
+                   "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4",
+                   "inception5a", "inception5b")
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """torchvision's ImageNet weights could not be fetched (typically: no network)."""
+
+
+class _GoogLeNetInput(nn.Module):
+    """torchvision's GoogLeNet weights were trained on images scaled to [-1, 1]:
+    undo the ImageNet mean/std normalisation and apply (x - 0.5) / 0.5 instead."""
+
+    def __init__(self):
+        super().__init__()
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        self.register_buffer("scale", std / 0.5, persistent=False)
+        self.register_buffer("shift", (mean - 0.5) / 0.5, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def _torchvision_model(arch: str, pretrained: bool) -> nn.Module:
+    import torchvision  # imported here so `import pyreid` stays light
+
+    if arch == "googlenet":
+        # aux_logits and init_weights given explicitly: torchvision warns otherwise.
+        net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=not pretrained,
+                                           transform_input=pretrained)
+    else:
+        net = torchvision.models.get_model(arch, weights=None)
+    if pretrained:
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+        try:
+            state = weights.get_state_dict(progress=True, check_hash=True)
+        except Exception as exc:  # URLError, socket errors, hash mismatch...
+            raise PretrainedWeightsUnavailable(
+                f"build_model: could not fetch torchvision's ImageNet weights for '{arch}' ({weights}): "
+                f"{type(exc).__name__}: {exc}. Without network access, download the file elsewhere "
+                f"({weights.url}) and pass it with weights=FILE (command line: --weights FILE), "
+                "or train from random initialisation with pretrained=False."
+            ) from exc
+        # GoogLeNet's checkpoint carries the auxiliary classifiers we do not build.
+        result = net.load_state_dict(state, strict=False)
+        unexpected = [k for k in result.unexpected_keys if not k.startswith(("aux1.", "aux2."))]
+        if result.missing_keys or unexpected:
+            raise RuntimeError(f"build_model: torchvision weights for '{arch}' do not fit: "
+                               f"missing {result.missing_keys}, unexpected {unexpected}")
+    return net
+
+
+def _set_last_stride_one(arch: str, body: nn.Sequential) -> None:
+    """Remove the last down-sampling, doubling the final map's height and width (Luo et al. 2019)."""
+    if arch == "googlenet":
+        body.maxpool4 = nn.Identity()
+        return
+    last_stage = body.layer4 if arch.startswith("resnet") else body.features[14]
+    for module in last_stage.modules():
+        if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+            module.stride = (1, 1)
+
+
+def build_backbone(arch: str, pretrained: bool = False, last_stride: int = 1) -> Tuple[nn.Sequential, int]:
+    """``(body, channels)``: a module mapping B x 3 x H x W images to a B x channels x h x w map.
+
+    The body's parameter names are torchvision's (``conv1.weight``,
+    ``layer4.0.conv2.weight``, ``features.0.0.weight`` ...), so torchvision
+    state dicts load into it directly.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"build_model: unknown arch '{arch}'; expected one of {', '.join(ARCHS)}")
+    if last_stride not in (1, 2):
+        raise ValueError(f"build_model: last_stride must be 1 or 2, got {last_stride}")
+    net = _torchvision_model(arch, pretrained)
+    if arch.startswith("resnet"):
+        layers = [(name, getattr(net, name)) for name in _RESNET_BODY]
+    elif arch == "mobilenet_v2":
+        layers = [("features", net.features)]
+    else:
+        layers = [(name, getattr(net, name)) for name in _GOOGLENET_BODY]
+        if net.transform_input:
+            layers.insert(0, ("transform_input", _GoogLeNetInput()))
+    body = nn.Sequential(OrderedDict(layers))
+    if last_stride == 1:
+        _set_last_stride_one(arch, body)
+    return body, ARCHS[arch]
+

@@ -1,0 +1,160 @@
+"""The re-ID network: backbone -> pooling -> [embedding] -> BN neck -> [classifier]."""
+
+from dataclasses import dataclass
+import logging
+import os
+from typing import List, NamedTuple, Optional, Union
+
+import torch
+from torch import nn
+
+from pyreid.models.backbone import build_backbone
+from pyreid.models.pooling import build_pooling
+
+__all__ = ["ReIDModel", "ReIDOutput", "LoadReport", "build_model", "load_weights"]
+
+logger = logging.getLogger(__name__)
+
+
+class ReIDOutput(NamedTuple):
+    """What a model returns in train mode.
+
+    ``features``: pooled (or embedded) features before the BN neck, the
+    input of metric losses (triplet, contrastive memory); ``neck_features``:
+    after the neck, the input of the classifier (and the test-time feature);
+    ``logits``: classifier scores, or None without a classifier.
+    """
+
+    features: torch.Tensor
+    neck_features: torch.Tensor
+    logits: Optional[torch.Tensor]
+
+
+class ReIDModel(nn.Module):
+    """Backbone, global pooling, optional embedding, BN neck, optional classifier.
+
+    Train mode returns a :class:`ReIDOutput`; eval mode returns the neck
+    features only (B x feature_dim), what retrieval compares. Build it with
+    :func:`build_model`.
+    """
+
+    def __init__(self, body: nn.Module, channels: int, pooling: str = "avg", neck: str = "bn",
+                 embedding_dim: int = 0, num_classes: int = 0):
+        super().__init__()
+        if neck not in ("bn", "none"):
+            raise ValueError(f"build_model: unknown neck '{neck}'; expected 'bn' or 'none'")
+        if embedding_dim < 0 or num_classes < 0:
+            raise ValueError(f"build_model: embedding_dim and num_classes must be >= 0, got {embedding_dim} "
+                             f"and {num_classes}")
+        self.backbone = body
+        self.pool = build_pooling(pooling)
+        if embedding_dim > 0:
+            self.embedding = nn.Sequential(nn.Linear(channels, embedding_dim), nn.BatchNorm1d(embedding_dim))
+            nn.init.kaiming_normal_(self.embedding[0].weight, mode="fan_out")
+            nn.init.zeros_(self.embedding[0].bias)
+            self.feature_dim = embedding_dim
+        else:
+            self.embedding = None
+            self.feature_dim = channels
+        if neck == "bn":
+            # BNNeck (Luo et al. 2019): the shift is frozen at 0 so the neck only
+            # rescales, keeping the classifier's features centred.
+            self.neck = nn.BatchNorm1d(self.feature_dim)
+            self.neck.bias.requires_grad_(False)
+        else:
+            self.neck = nn.Identity()
+        if num_classes > 0:
+            self.classifier = nn.Linear(self.feature_dim, num_classes, bias=False)
+            nn.init.normal_(self.classifier.weight, std=0.001)
+        else:
+            self.classifier = None
+
+    def forward(self, images: torch.Tensor) -> Union[torch.Tensor, ReIDOutput]:
+        features = self.pool(self.backbone(images))
+        if self.embedding is not None:
+            features = self.embedding(features)
+        neck_features = self.neck(features)
+        if not self.training:
+            return neck_features
+        logits = self.classifier(neck_features) if self.classifier is not None else None
+        return ReIDOutput(features, neck_features, logits)
+
+
+@dataclass
+class LoadReport:
+    """Keys of a weights file that did not fit the model (empty lists: a perfect fit)."""
+
+    missing_keys: List[str]
+    unexpected_keys: List[str]
+
+
+def load_weights(model: ReIDModel, path: Union[str, os.PathLike]) -> LoadReport:
+    """Load a local state dict into ``model`` (non-strict) and report what did not fit.
+
+    Accepted files: a state dict saved from a pyreid model
+    (``torch.save(model.state_dict(), path)``), a checkpoint dict holding one
+    under ``"state_dict"`` or ``"model"``, or a torchvision classification
+    state dict of the same architecture (loaded into the backbone; its
+    ``fc``/``classifier`` keys are reported as unexpected). A ``module.``
+    prefix (DataParallel) is removed. Tensors whose shape differs are skipped
+    and reported as both missing and unexpected.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"build_model: weights file '{path}' does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"build_model: '{path}' does not hold a state dict (got {type(state).__name__})")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    if not any(k.startswith("backbone.") for k in state):
+        state = {"backbone." + k: v for k, v in state.items()}  # a torchvision backbone file
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    result = model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
+    report = LoadReport(sorted(set(result.missing_keys) | set(mismatched)),
+                        sorted(set(result.unexpected_keys) | set(mismatched)))
+    if report.missing_keys or report.unexpected_keys:
+        logger.warning("weights %s: %d missing keys %s, %d unexpected keys %s", path, len(report.missing_keys),
+                       report.missing_keys[:10], len(report.unexpected_keys), report.unexpected_keys[:10])
+    else:
+        logger.info("weights %s: all %d tensors loaded", path, len(state))
+    return report
+
+
+def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optional[Union[str, os.PathLike]] = None,
+                pooling: str = "avg", last_stride: int = 1, neck: str = "bn", embedding_dim: int = 0,
+                num_classes: int = 0) -> ReIDModel:
+    """A re-ID model on a torchvision backbone.
+
+    Args:
+        arch: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``,
+            ``mobilenet_v2`` or ``googlenet``.
+        pretrained: start from torchvision's ImageNet weights (needs network
+            access or torch's hub cache; otherwise a
+            :class:`~pyreid.models.backbone.PretrainedWeightsUnavailable`
+            error that suggests ``weights=FILE``).
+        weights: a local state dict file loaded after construction (see
+            :func:`load_weights`); the report is in ``model.load_report``.
+        pooling: ``"avg"`` or ``"gem"`` (generalised mean, trainable p).
+        last_stride: 1 removes the backbone's last down-sampling (a 256 x 128
+            image then gives a 16 x 8 map on ResNets), 2 keeps it.
+        neck: ``"bn"`` (BatchNorm1d with frozen zero bias) or ``"none"``.
+        embedding_dim: > 0 adds a Linear + BatchNorm1d embedding to that size
+            after pooling (off by default: it scored lower in our comparisons).
+        num_classes: > 0 adds a bias-free linear classifier on the neck features.
+
+    Example:
+        >>> model = build_model("resnet18", num_classes=10)
+        >>> out = model(torch.randn(2, 3, 128, 64))
+        >>> out.features.shape, out.logits.shape
+        (torch.Size([2, 512]), torch.Size([2, 10]))
+        >>> model.eval()(torch.randn(2, 3, 128, 64)).shape
+        torch.Size([2, 512])
+    """
+    body, channels = build_backbone(arch, pretrained=pretrained, last_stride=last_stride)
+    model = ReIDModel(body, channels, pooling=pooling, neck=neck, embedding_dim=embedding_dim,
+                      num_classes=num_classes)
+    model.load_report = load_weights(model, weights) if weights is not None else None
+    return model

@@ -1,0 +1,115 @@
+"""The k-reciprocal encoding V of a feature matrix, shared by jaccard_graph and re_ranking.
+
+Stages: exact kNN (``ops.knn``) -> expanded k-reciprocal sets R*(i)
+(``ops.kreciprocal_sets``, C++) -> weights ``exp(-d_ij)`` normalised per row
+(here, with torch: a per-pair gather and a row softmax, both deterministic and
+on the input's device). Memory O(N k1^2 / 2) for the sets, no N x N.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+
+from pyreid.ops.kreciprocal_sets import kreciprocal_sets
+from pyreid.ops.knn import knn
+from pyreid.ops.pairwise_distance import pairwise_distance
+
+VARIANTS = ("cluster", "original")
+
+# Pairs whose features are gathered at once when computing weights (x 2 x D floats).
+_PAIR_CHUNK = 1 << 15
+# Elements of one distance tile when computing row maxima.
+_TILE_ELEMENTS = 1 << 24
+
+
+def check_kreciprocal_args(x: torch.Tensor, k1: int, k2: int, op: str, variant: Optional[str] = None) -> None:
+    """The input errors of jaccard_graph / jaccard_distance / re_ranking, with the values in the message."""
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"{op}: unknown variant '{variant}'; expected 'cluster' or 'original'")
+    if x.dim() != 2:
+        raise ValueError(f"{op}: features must be a 2-D tensor, got {x.dim()}-D with shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{op}: features must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if k1 < 1:
+        raise ValueError(f"{op}: k1 must be >= 1, got k1={k1}")
+    if k2 < 1:
+        raise ValueError(f"{op}: k2 must be >= 1, got k2={k2}")
+    if k2 > k1:
+        raise ValueError(f"{op}: k2 must be <= k1, got k1={k1}, k2={k2}")
+    n = x.shape[0]
+    if k1 >= n:
+        raise ValueError(f"{op}: k1 must be smaller than the number of points N={n}, got k1={k1}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{op}: features contain NaN or Inf; clean them first (e.g. torch.nan_to_num)")
+
+
+def check_device_supported(x: torch.Tensor, op: str) -> None:
+    """The set and Jaccard stages have CPU kernels only in this build: say so instead of a dispatcher error."""
+    if x.device.type == "cpu":
+        return
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("pyreid::kreciprocal_sets", x.device.type.upper()):
+        raise NotImplementedError(
+            f"{op}: no {x.device.type.upper()} kernels for the k-reciprocal stages in this build of pyreid; "
+            "pass CPU features (features.cpu())"
+        )
+
+
+def row_max_sqeuclidean(x: torch.Tensor) -> torch.Tensor:
+    """max_j |x_i - x_j|^2 for every row, tile by tile (never N x N)."""
+    n = x.shape[0]
+    rows = max(1, _TILE_ELEMENTS // max(n, 1))
+    out = x.new_empty((n,))
+    for r0 in range(0, n, rows):
+        out[r0 : r0 + rows] = pairwise_distance(x[r0 : r0 + rows], x, "sqeuclidean").amax(dim=1)
+    return out
+
+
+def _pair_distances(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, variant: str) -> torch.Tensor:
+    """d_ij of the weights for the pairs (rows[t], cols[t]), in chunks of pairs."""
+    out = x.new_empty(rows.shape)
+    for s in range(0, rows.numel(), _PAIR_CHUNK):
+        xi, xj = x[rows[s : s + _PAIR_CHUNK]], x[cols[s : s + _PAIR_CHUNK]]
+        if variant == "cluster":
+            out[s : s + _PAIR_CHUNK] = 2.0 - 2.0 * (xi * xj).sum(dim=1)
+        else:
+            out[s : s + _PAIR_CHUNK] = (xi - xj).square().sum(dim=1)
+    return out
+
+
+def row_softmax(crow: torch.Tensor, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """softmax over each CSR row: rows are scattered into an N x (longest row) matrix padded with -inf."""
+    n = crow.numel() - 1
+    lengths = crow.diff()
+    width = int(lengths.max()) if n else 0
+    position = torch.arange(logits.numel(), device=logits.device) - crow[:-1][rows]
+    padded = logits.new_full((n, max(width, 1)), float("-inf"))
+    padded[rows, position] = logits
+    return padded.softmax(dim=1)[rows, position]
+
+
+def kreciprocal_encoding(
+    x: torch.Tensor,
+    k1: int,
+    variant: str,
+    row_max: Optional[torch.Tensor] = None,
+    neighbors: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(neighbors, crow, col, val)``: the neighbour lists and V as CSR (float32 values).
+
+    ``x`` is float32 or float64. ``"cluster"``: lists of k1 columns, weights
+    ``exp(-(2 - 2<x_i, x_j>))``. ``"original"``: lists of k1 + 1 columns,
+    weights ``exp(-|x_i - x_j|^2 / row_max_i)`` (row_max computed if not given).
+    ``neighbors``: the lists if the caller already has them (as ``knn`` orders them).
+    """
+    columns = k1 if variant == "cluster" else k1 + 1
+    if neighbors is None:
+        _, neighbors = knn(x, k=columns, metric="sqeuclidean")
+    crow, col = kreciprocal_sets(neighbors, k1)
+    rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), crow.diff())
+    d = _pair_distances(x, rows, col, variant)
+    if variant == "original":
+        if row_max is None:
+            row_max = row_max_sqeuclidean(x)
+        d = d / row_max.clamp_min(torch.finfo(x.dtype).tiny)[rows]
+    val = row_softmax(crow, rows, -d).float()
+    return neighbors, crow, col, val

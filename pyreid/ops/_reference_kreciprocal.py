@@ -1,0 +1,201 @@
+"""Slow references for the k-reciprocal encoding, written straight from the formulas.
+
+Float64 numpy, dense N x N matrices, Python loops over sets: only for small N.
+Definitions (DESIGN.md, "k-reciprocal sets"):
+
+- ``R(i, k)``: the points among the first ``k + 1`` entries of i's neighbour
+  list (self included) whose own first ``k + 1`` entries contain i. A list
+  shorter than ``k + 1`` columns is used whole (Cluster-Contrast's lists have
+  only k1 columns).
+- ``R*(i)`` = ``R(i, k1)`` united with every ``R(c, round(k1 / 2))``, c in
+  ``R(i, k1)``, for which ``|R(c) & R(i)| > 2/3 |R(c)|`` (numpy rounding,
+  half to even).
+- ``V[i, j] = w_ij / sum_j w_ij`` on ``R*(i)`` with ``w_ij = exp(-d_ij)``;
+  then ``V[i] = mean(V[first k2 neighbours of i])``; then
+  ``J(i, j) = 1 - s / (2 - s)``, ``s = sum_c min(V[i, c], V[j, c])``, clamped at 0.
+
+Neighbour lists are ordered by (distance, index) with each point first in its
+own list when built from features, the order ``pyreid.ops.knn`` returns.
+"""
+
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from pyreid.ops._reference import knn_reference, pairwise_distance_reference
+
+
+def half_k1(k1: int) -> int:
+    """``round(k1 / 2)`` as numpy rounds it (half to even: 5 -> 2, 7 -> 4)."""
+    return int(np.around(k1 / 2.0))
+
+
+def k_reciprocal_set(ranking: np.ndarray, i: int, k: int) -> List[int]:
+    """R(i, k) over the first k + 1 columns of ``ranking`` (fewer if it has fewer)."""
+    forward = ranking[i, : k + 1]
+    return [int(j) for j in forward if i in ranking[j, : k + 1]]
+
+
+def expanded_set(ranking: np.ndarray, i: int, k1: int) -> List[int]:
+    """R*(i), sorted."""
+    core = set(k_reciprocal_set(ranking, i, k1))
+    expanded = set(core)
+    for c in core:
+        candidate = set(k_reciprocal_set(ranking, c, half_k1(k1)))
+        if len(candidate & core) > 2.0 / 3.0 * len(candidate):
+            expanded |= candidate
+    return sorted(expanded)
+
+
+def kreciprocal_jaccard_reference(
+    ranking: np.ndarray, weight_distance: np.ndarray, k1: int, k2: int, rows: Optional[int] = None
+) -> np.ndarray:
+    """Jaccard distances (rows x N, float64) of the k-reciprocal encoding.
+
+    ``ranking``: N x K neighbour lists; ``weight_distance``: N x N, the d in
+    ``w_ij = exp(-d_ij)``; ``rows``: how many leading rows of J to return.
+    """
+    n = ranking.shape[0]
+    v = np.zeros((n, n))
+    for i in range(n):
+        members = expanded_set(ranking, i, k1)
+        w = np.exp(-weight_distance[i, members])
+        v[i, members] = w / w.sum()
+    if k2 > 1:
+        v = np.stack([v[ranking[i, :k2]].mean(axis=0) for i in range(n)])
+    rows = n if rows is None else rows
+    jaccard = np.zeros((rows, n))
+    for i in range(rows):
+        s = np.minimum(v[i][None, :], v).sum(axis=1)
+        jaccard[i] = 1.0 - s / (2.0 - s)
+    return np.maximum(jaccard, 0.0)
+
+
+def jaccard_distance_reference(features: torch.Tensor, k1: int = 30, k2: int = 6, variant: str = "cluster") -> np.ndarray:
+    """Dense N x N reference of ``pyreid.ops.jaccard_distance`` (float64).
+
+    ``"cluster"`` (Cluster-Contrast): neighbour lists of k1 columns including
+    self, by squared Euclidean distance; ``w_ij = exp(-(2 - 2<x_i, x_j>))``.
+    ``"original"`` (Zhong et al.): lists of k1 + 1 columns; weights from the
+    squared Euclidean distances with each row divided by its maximum.
+    """
+    x = features.detach().cpu().double()
+    if variant == "cluster":
+        _, ranking = knn_reference(x, None, k1, "sqeuclidean")
+        xn = x.numpy()
+        weight_distance = 2.0 - 2.0 * xn @ xn.T
+    elif variant == "original":
+        _, ranking = knn_reference(x, None, k1 + 1, "sqeuclidean")
+        d = pairwise_distance_reference(x, None, "sqeuclidean").numpy()
+        weight_distance = d / d.max(axis=1, keepdims=True)
+    else:
+        raise ValueError(variant)
+    return kreciprocal_jaccard_reference(ranking.numpy(), weight_distance, k1, k2)
+
+
+def re_ranking_reference(
+    q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+) -> np.ndarray:
+    """The original re-ranking (Zhong et al., CVPR 2017) from its description, float64.
+
+    Inputs are Euclidean distances. They are squared; the (Q+G) x (Q+G)
+    matrix is divided column-wise by its column maxima and transposed; full
+    rankings (stable: ties to the smaller index); Jaccard of the encoding;
+    ``J (1 - lambda) + d lambda`` on the query x gallery block.
+    """
+    q = q_g_dist.shape[0]
+    full = np.block([[q_q_dist, q_g_dist], [q_g_dist.T, g_g_dist]]).astype(np.float64) ** 2
+    full = (full / full.max(axis=0)).T
+    ranking = np.argsort(full, axis=1, kind="stable")[:, : k1 + 1]
+    jaccard = kreciprocal_jaccard_reference(ranking, full, k1, k2, rows=q)
+    final = jaccard * (1.0 - lambda_value) + full[:q] * lambda_value
+    return final[:, q:]
+
+
+def re_ranking_features_reference(
+    query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+) -> np.ndarray:
+    """The original re-ranking of the features' Euclidean distances (reference of ops.re_ranking)."""
+    q, g = query.detach().cpu().double(), gallery.detach().cpu().double()
+    dist = lambda a, b: pairwise_distance_reference(a, b, "euclidean").numpy()  # noqa: E731
+    q_q, g_g = dist(q, None), dist(g, None)
+    return re_ranking_reference(dist(q, g), q_q, g_g, k1, k2, lambda_value)
+
+
+# --- The published algorithm's structure, as the speed baseline of the benchmarks ---
+#
+# Same loops as the code pyreid replaces (Cluster-Contrast's
+# compute_jaccard_distance, the original re_ranking): dense N x N float32
+# encoding, per-row set expansion with numpy, a dense inverted index and a
+# per-row accumulation of minima. Written by us from the algorithm; checked
+# against the references above in tests/test_jaccard.py.
+
+
+def _reciprocal_published(ranking: np.ndarray, i: int, cols: int) -> np.ndarray:
+    forward = ranking[i, :cols]
+    backward = ranking[forward, :cols]
+    return forward[np.where(backward == i)[0]]
+
+
+def published_jaccard_loops(ranking: np.ndarray, weights, k1: int, k2: int, rows: int) -> np.ndarray:
+    """rows x N float32 Jaccard distances; ``weights(i, members)`` gives V[i, members]."""
+    n = ranking.shape[0]
+    half = int(np.around(k1 / 2.0))
+    core = [_reciprocal_published(ranking, i, k1 + 1) for i in range(n)]
+    halves = [_reciprocal_published(ranking, i, half + 1) for i in range(n)]
+    v = np.zeros((n, n), dtype=np.float32)
+    for i in range(n):
+        members = core[i]
+        for c in core[i]:
+            candidate = halves[c]
+            if len(np.intersect1d(candidate, core[i])) > 2.0 / 3.0 * len(candidate):
+                members = np.append(members, candidate)
+        members = np.unique(members)
+        v[i, members] = weights(i, members)
+    if k2 != 1:
+        v = np.stack([np.mean(v[ranking[i, :k2], :], axis=0) for i in range(n)]).astype(np.float32)
+    inverted = [np.where(v[:, c] != 0)[0] for c in range(n)]
+    jaccard = np.zeros((rows, n), dtype=np.float32)
+    for i in range(rows):
+        overlap = np.zeros(n, dtype=np.float32)
+        for c in np.where(v[i, :] != 0)[0]:
+            overlap[inverted[c]] += np.minimum(v[i, c], v[inverted[c], c])
+        jaccard[i] = 1 - overlap / (2 - overlap)
+    jaccard[jaccard < 0] = 0.0
+    return jaccard
+
+
+def compute_jaccard_distance_published(features: torch.Tensor, k1: int = 20, k2: int = 6) -> np.ndarray:
+    """Cluster-Contrast's algorithm (exact kNN of k1 columns in place of faiss), float32."""
+    from pyreid.ops.knn import knn
+
+    x = features.detach().cpu().float()
+    _, ranking = knn(x, k=k1, metric="sqeuclidean")
+
+    def weights(i, members):
+        d = 2 - 2 * (x[i : i + 1] @ x[torch.from_numpy(members)].t())
+        return torch.softmax(-d, dim=1).view(-1).numpy()
+
+    return published_jaccard_loops(ranking.numpy(), weights, k1, k2, x.shape[0])
+
+
+def re_ranking_published(
+    q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+) -> np.ndarray:
+    """The original re-ranking's algorithm, dense float32 (full argsort of the (Q+G)^2 matrix)."""
+    q = q_g_dist.shape[0]
+    full = np.concatenate(
+        [np.concatenate([q_q_dist, q_g_dist], axis=1), np.concatenate([q_g_dist.T, g_g_dist], axis=1)], axis=0
+    )
+    full = np.power(full, 2).astype(np.float32)
+    full = np.transpose(1.0 * full / np.max(full, axis=0))
+    ranking = np.argsort(full, axis=1, kind="stable")
+
+    def weights(i, members):
+        w = np.exp(-full[i, members])
+        return w / np.sum(w)
+
+    jaccard = published_jaccard_loops(ranking, weights, k1, k2, q)
+    final = jaccard * (1 - lambda_value) + full[:q] * lambda_value
+    return final[:, q:]

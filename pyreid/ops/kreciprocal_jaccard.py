@@ -1,0 +1,48 @@
+"""Query expansion and sparse Jaccard distances of a k-reciprocal encoding (stage of jaccard_graph)."""
+
+from typing import Tuple
+
+import torch
+
+__all__ = ["kreciprocal_jaccard"]
+
+
+def kreciprocal_jaccard(
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    val: torch.Tensor,
+    expansion: torch.Tensor,
+    rows: int,
+    max_distance: float = 1.0,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Jaccard distances of the rows ``[0, rows)`` of an encoding V against all N rows.
+
+    Args:
+        crow, col, val: V as CSR (int64 N + 1, int64 nnz, float32 nnz), columns
+            ascending per row, rows summing to 1.
+        expansion: N x k2 int64, the neighbours averaged by the local query
+            expansion ``V'[i] = mean(V[expansion[i]])`` (k2 = 1: none).
+        rows: number of leading rows to compute (N for a full graph, Q for re-ranking).
+        max_distance: only pairs with ``d < max_distance`` are returned
+            (the diagonal always is).
+
+    Returns:
+        ``(crow, col, val)`` of the rows x N CSR distance matrix (float32),
+        ``d = 1 - s / (2 - s)`` with ``s = sum_c min(V'[i, c], V'[j, c])``,
+        clamped at 0. Pairs sharing no column of V' are at 1 and never stored.
+
+    Example:
+        >>> crow, col = torch.tensor([0, 1, 2]), torch.tensor([0, 1])
+        >>> pyreid.ops.kreciprocal_jaccard(crow, col, torch.ones(2), torch.tensor([[0], [1]]), 2)[2]
+        tensor([0., 0.])
+    """
+    return torch.ops.pyreid.kreciprocal_jaccard.default(crow, col, val, expansion, int(rows), float(max_distance))
+
+
+@torch.library.register_fake("pyreid::kreciprocal_jaccard")
+def _kreciprocal_jaccard_fake(crow, col, val, expansion, rows, max_distance):
+    torch._check(val.dtype == torch.float32, lambda: f"kreciprocal_jaccard: val must be float32, got {val.dtype}")
+    n = crow.shape[0] - 1
+    torch._check(0 <= rows <= n, lambda: f"kreciprocal_jaccard: rows must be in [0, {n}], got {rows}")
+    nnz = torch.library.get_ctx().new_dynamic_size()
+    return crow.new_empty((rows + 1,)), col.new_empty((nnz,)), val.new_empty((nnz,))

@@ -1,0 +1,39 @@
+"""The expanded k-reciprocal sets R*(i) of neighbour lists, as a CSR pattern (stage of jaccard_graph)."""
+
+from typing import Tuple
+
+import torch
+
+__all__ = ["kreciprocal_sets"]
+
+
+def kreciprocal_sets(neighbors: torch.Tensor, k1: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """R*(i) for every point, from its neighbour list (Zhong et al., CVPR 2017).
+
+    Args:
+        neighbors: N x K int64 neighbour lists, self first (``knn(x, k=K)[1]``).
+            ``K = k1`` gives Cluster-Contrast's sets, ``K = k1 + 1`` the original
+            re-ranking's (R(i, k) reads the first ``min(k + 1, K)`` columns).
+        k1: ``1 <= k1 < N``.
+
+    Returns:
+        ``(crow, col)``: int64 CSR pattern of the N x N set-membership matrix,
+        each row's columns ascending.
+
+    Example:
+        >>> _, nb = pyreid.ops.knn(torch.randn(100, 8), k=10)
+        >>> crow, col = pyreid.ops.kreciprocal_sets(nb, 10)
+        >>> crow.shape
+        torch.Size([101])
+    """
+    return torch.ops.pyreid.kreciprocal_sets.default(neighbors, int(k1))
+
+
+@torch.library.register_fake("pyreid::kreciprocal_sets")
+def _kreciprocal_sets_fake(neighbors, k1):
+    torch._check(neighbors.dim() == 2, lambda: "kreciprocal_sets: neighbors must be a 2-D tensor")
+    torch._check(neighbors.dtype == torch.int64, lambda: "kreciprocal_sets: neighbors must be int64")
+    n = neighbors.shape[0]
+    torch._check(1 <= k1 < n, lambda: f"kreciprocal_sets: k1 must be in [1, N - 1] = [1, {n - 1}], got k1={k1}")
+    nnz = torch.library.get_ctx().new_dynamic_size()
+    return neighbors.new_empty((n + 1,)), neighbors.new_empty((nnz,))
