@@ -2,6 +2,7 @@
 
 # Loads pyreid._C first: the wrappers register fake kernels for its schemas.
 from pyreid import _extension  # noqa: F401  isort: skip
+from pyreid.ops.cluster_memory_update import cluster_memory_update_
 from pyreid.ops.dbscan import dbscan
 from pyreid.ops.jaccard import jaccard_distance, jaccard_graph
 from pyreid.ops.kmeans import kmeans
@@ -12,6 +13,7 @@ from pyreid.ops.pairwise_distance import pairwise_distance
 from pyreid.ops.re_ranking import re_ranking
 
 __all__ = [
+    "cluster_memory_update_",
     "dbscan",
     "jaccard_distance",
     "jaccard_graph",

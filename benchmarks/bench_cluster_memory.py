@@ -1,0 +1,84 @@
+"""cluster_memory_update_ against the Python loops it replaces.
+
+Run: .venv/bin/python -m pytest benchmarks/bench_cluster_memory.py --benchmark-only
+
+Each group puts the op and the loop (pyreid.ops._reference, in float32, in
+place: the per-sample loop of Cluster-Contrast's CM for "momentum", a
+per-label loop for "hard") on the same inputs: B = 256, D = 2048, K = 1000,
+labels either "pk" (16 identities x 16 instances, shuffled: Cluster-Contrast's
+sampler) or "uniform" (drawn from all K). The GPU case times forward +
+backward of pyreid.nn.ClusterMemory.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from common import relative_error  # noqa: E402
+
+import pyreid  # noqa: E402
+from pyreid.ops._reference import cluster_memory_update_reference  # noqa: E402
+
+B, D, K = 256, 2048, 1000
+
+
+def make_inputs(labels, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    memory = F.normalize(torch.randn(K, D, generator=g), dim=1)
+    inputs = F.normalize(torch.randn(B, D, generator=g), dim=1)
+    if labels == "pk":
+        ids = torch.randperm(K, generator=g)[:16]
+        targets = ids.repeat_interleave(16)[torch.randperm(B, generator=g)]
+    else:
+        targets = torch.randint(0, K, (B,), generator=g)
+    return memory.to(device), inputs.to(device), targets.to(device)
+
+
+def _check_once(memory, inputs, targets, mode):
+    out = pyreid.ops.cluster_memory_update_(memory.clone(), inputs, targets, 0.2, mode)
+    ref = cluster_memory_update_reference(memory.double().cpu(), inputs.double().cpu(), targets.cpu(), 0.2, mode)
+    assert relative_error(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("labels", ["pk", "uniform"])
+@pytest.mark.parametrize("mode", ["momentum", "hard"])
+@pytest.mark.parametrize("impl", ["pyreid", "python_loop"])
+def test_cluster_memory_update_cpu(benchmark, impl, mode, labels):
+    benchmark.group = f"cluster_memory_update_ cpu {mode} {labels} B={B} D={D} K={K}"
+    memory, inputs, targets = make_inputs(labels)
+    _check_once(memory, inputs, targets, mode)
+    if impl == "pyreid":
+        benchmark(pyreid.ops.cluster_memory_update_, memory, inputs, targets, 0.2, mode)
+    else:
+        benchmark(cluster_memory_update_reference, memory, inputs, targets, 0.2, mode)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["momentum", "hard"])
+def test_cluster_memory_forward_backward_cuda(benchmark, mode):
+    benchmark.group = f"ClusterMemory cuda forward+backward {mode} B={B} D={D} K={K}"
+    memory, inputs, targets = make_inputs("pk", device="cuda")
+    _check_once(memory, inputs, targets, mode)
+    module = pyreid.nn.ClusterMemory.from_centroids(memory, mode=mode)
+    x = inputs.clone().requires_grad_()
+
+    def step():
+        module(x, targets).backward()
+        torch.cuda.synchronize()
+
+    for _ in range(10):
+        step()
+    benchmark(step)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(50):
+        start.record()
+        module(x, targets).backward()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    benchmark.extra_info["cuda_event_median_ms"] = sorted(times)[len(times) // 2]

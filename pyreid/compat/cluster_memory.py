@@ -1,0 +1,28 @@
+"""Cluster-Contrast's ``ClusterMemory`` with its signature, backed by the fused update op."""
+
+from pyreid.nn.cluster_memory import ClusterMemory as _ClusterMemory
+
+__all__ = ["ClusterMemory"]
+
+
+class ClusterMemory(_ClusterMemory):
+    """Drop-in for Cluster-Contrast's ``clustercontrast.models.cm.ClusterMemory``.
+
+    Same constructor (``use_hard=True`` selects the hard-sample update), same
+    ``features`` buffer that the training script assigns each epoch
+    (``memory.features = F.normalize(cluster_features, dim=1).cuda()``), same
+    ``forward(inputs, targets)`` returning the loss. The update is the fused
+    :func:`pyreid.ops.cluster_memory_update_` instead of a Python loop, with
+    identical results. One difference: inputs are not moved with ``.cuda()``;
+    they must be on the device of ``features`` (they are in their scripts).
+
+    Example:
+        >>> from pyreid.compat import ClusterMemory
+        >>> memory = ClusterMemory(64, 10, temp=0.05, momentum=0.2, use_hard=True)
+        >>> memory.features = torch.nn.functional.normalize(torch.randn(10, 64), dim=1)
+        >>> loss = memory(torch.randn(32, 64), torch.randint(0, 10, (32,)))
+    """
+
+    def __init__(self, num_features, num_samples, temp=0.05, momentum=0.2, use_hard=False):
+        super().__init__(num_features, num_samples, temp=temp, momentum=momentum, mode="hard" if use_hard else "momentum")
+        self.use_hard = use_hard

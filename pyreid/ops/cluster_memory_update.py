@@ -1,0 +1,90 @@
+"""The cluster-memory update of contrastive re-ID training, as one in-place op."""
+
+import torch
+
+__all__ = ["cluster_memory_update_"]
+
+MODES = ("momentum", "hard")
+_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def cluster_memory_update_(
+    memory: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, momentum: float, mode: str = "momentum"
+) -> torch.Tensor:
+    """Updates the cluster centroids ``memory`` in place with a batch; returns ``memory``.
+
+    Cluster-Contrast's memory update (Dai et al., "Cluster Contrast for
+    Unsupervised Person Re-Identification", its ``CM`` and ``CM_Hard``
+    backward), exactly, in one call instead of a Python loop:
+
+    - ``mode="momentum"``: for each sample, **in batch order**,
+      ``memory[y] <- normalise(m * memory[y] + (1 - m) * x)``; samples of one
+      label form a sequential recursion, different labels are independent.
+    - ``mode="hard"``: for each label in the batch, ``x*`` = its sample with
+      the smallest ``<x, memory[y]>`` (the first in batch order on ties), then
+      one update ``memory[y] <- normalise(m * memory[y] + (1 - m) * x*)``.
+
+    ``normalise(v) = v / max(||v||, 1e-12)`` as :func:`torch.nn.functional.normalize`
+    (computed as a multiplication by the reciprocal: within one float32 rounding).
+
+    Args:
+        memory: K x D float32 centroids (rows L2-normalised), CPU or CUDA; modified in place.
+        inputs: B x D float32, float16 or bfloat16 features (normalise them first,
+            as Cluster-Contrast does); arithmetic is float32.
+        targets: B int64 labels in ``[0, K)``.
+        momentum: ``m`` in ``[0, 1]`` (0: the row becomes the sample, 1: unchanged).
+        mode: ``"momentum"`` or ``"hard"``.
+
+    Not differentiable (it runs under ``torch.no_grad`` semantics; use
+    :class:`pyreid.nn.ClusterMemory` for the loss and its backward). On CUDA
+    the call never syncs with the host, so an out-of-range label there is a
+    device-side assertion (as in PyTorch's indexing ops) rather than a Python
+    error.
+
+    Example:
+        >>> memory = torch.nn.functional.normalize(torch.randn(10, 64), dim=1)
+        >>> x = torch.nn.functional.normalize(torch.randn(32, 64), dim=1)
+        >>> _ = pyreid.ops.cluster_memory_update_(memory, x, torch.randint(0, 10, (32,)), 0.2)
+    """
+    torch.ops.pyreid.cluster_memory_update_.default(memory, inputs, targets, float(momentum), mode)
+    return memory
+
+
+def _check_args(memory, inputs, targets, momentum, mode):
+    """Mirrors check_cluster_memory_update_args in csrc/common/cluster_memory.h."""
+    op = "cluster_memory_update_"
+    for name, t, dim in (("memory", memory, 2), ("inputs", inputs, 2), ("targets", targets, 1)):
+        torch._check(
+            t.dim() == dim,
+            lambda t=t, name=name, dim=dim: (
+                f"{op}: {name} must be a {dim}-D tensor, got {t.dim()}-D with shape {tuple(t.shape)}"
+            ),
+        )
+    torch._check(memory.dtype == torch.float32, lambda: f"{op}: memory must be float32, got {memory.dtype}")
+    torch._check(
+        inputs.dtype in _INPUT_DTYPES, lambda: f"{op}: inputs must be float32, float16 or bfloat16, got {inputs.dtype}"
+    )
+    torch._check(targets.dtype == torch.int64, lambda: f"{op}: targets must be int64, got {targets.dtype}")
+    for name, t in (("inputs", inputs), ("targets", targets)):
+        torch._check(
+            t.device == memory.device,
+            lambda t=t, name=name: (
+                f"{op}: memory is on {memory.device} but {name} is on {t.device}; move both to the same device"
+            ),
+        )
+    torch._check(
+        inputs.shape[1] == memory.shape[1],
+        lambda: f"{op}: inputs have {inputs.shape[1]} features per row but memory has {memory.shape[1]}",
+    )
+    torch._check(
+        targets.shape[0] == inputs.shape[0],
+        lambda: f"{op}: inputs have {inputs.shape[0]} rows but targets has {targets.shape[0]} labels",
+    )
+    torch._check(0.0 <= momentum <= 1.0, lambda: f"{op}: momentum must be in [0, 1], got {momentum}")
+    torch._check(mode in MODES, lambda: f"{op}: unknown mode '{mode}'; expected 'momentum' or 'hard'")
+
+
+@torch.library.register_fake("pyreid::cluster_memory_update_")
+def _cluster_memory_update_fake(memory, inputs, targets, momentum, mode):
+    _check_args(memory, inputs, targets, momentum, mode)
+    return None
