@@ -7,7 +7,7 @@ from pyreid.ops._reference import knn_reference, pairwise_distance_reference
 
 METRICS = ["sqeuclidean", "euclidean", "cosine"]
 # (N, M, D, k): empty, single, k = M, odd sizes, and sizes that cross the CPU
-# row block (2048) and column tile (4096) boundaries.
+# row block (512) and column tile (2048) boundaries.
 CASES = [
     (0, 5, 3, 2),
     (1, 1, 1, 1),
