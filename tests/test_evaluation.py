@@ -5,6 +5,7 @@ import pytest
 import torch
 from common import DEVICES
 
+import pyreid
 from pyreid.evaluation import Evaluator, evaluate, evaluate_rank, extract_features
 
 
@@ -204,13 +205,21 @@ def test_extract_features_and_evaluator():
         assert scores["mAP"] == pytest.approx(1.0) and scores["rank1"] == 1.0 and scores["num_valid_queries"] == 4
 
 
-def test_evaluator_rerank_without_op_is_clear(monkeypatch):
-    import pyreid.ops
-    if hasattr(pyreid.ops, "re_ranking"):
-        monkeypatch.delattr(pyreid.ops, "re_ranking")
-    evaluator = Evaluator(_Identity(), [], [], rerank=True, progress=False)
-    with pytest.raises(NotImplementedError, match="pyreid.ops.re_ranking"):
-        evaluator.distances(torch.randn(2, 4), torch.randn(3, 4))
+def test_evaluator_rerank_uses_ops_re_ranking():
+    g = torch.Generator().manual_seed(1)
+    centres = torch.randn(6, 3, 2, 2, generator=g)
+    q_pids, q_cams = list(range(6)), [0] * 6
+    g_pids, g_cams = list(range(6)) * 4, [1] * 6 + [2] * 6 + [3] * 6 + [4] * 6
+    q_img = centres[q_pids] + 0.05 * torch.randn(6, 3, 2, 2, generator=g)
+    g_img = centres[g_pids] + 0.05 * torch.randn(24, 3, 2, 2, generator=g)
+    evaluator = Evaluator(_Identity(), list(_loader(q_img, q_pids, q_cams)), list(_loader(g_img, g_pids, g_cams)),
+                          rerank=True, k1=5, k2=2, lambda_value=0.3, progress=False, max_rank=5)
+    q = torch.nn.functional.normalize(q_img.flatten(1), dim=1)
+    gal = torch.nn.functional.normalize(g_img.flatten(1), dim=1)
+    expected = pyreid.ops.re_ranking(q, gal, k1=5, k2=2, lambda_value=0.3)
+    torch.testing.assert_close(evaluator.distances(q_img.flatten(1), g_img.flatten(1)), expected)
+    scores = evaluator.run()
+    assert scores["mAP"] == pytest.approx(1.0) and scores["rank1"] == 1.0
 
 
 def test_evaluator_on_the_synthetic_set(tmp_path):

@@ -118,11 +118,6 @@ class Evaluator:
         if self.normalize:
             query, gallery = F.normalize(query, dim=1), F.normalize(gallery, dim=1)
         if self.rerank:
-            if not hasattr(pyreid.ops, "re_ranking"):
-                raise NotImplementedError(
-                    "Evaluator(rerank=True) needs pyreid.ops.re_ranking, which this build of pyreid does not "
-                    "have yet; evaluate with rerank=False"
-                )
             return pyreid.ops.re_ranking(query, gallery, k1=self.k1, k2=self.k2, lambda_value=self.lambda_value)
         return pyreid.ops.pairwise_distance(query, gallery, metric=self.metric)
 
