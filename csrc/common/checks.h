@@ -52,4 +52,11 @@ inline void check_feature_pair(const at::Tensor& x, const std::optional<at::Tens
   if (y.has_value()) check_finite(*y, op, "y");
 }
 
+// A neighbour count k for m candidates (the rows of y, or the points
+// themselves when y is absent).
+inline void check_k(int64_t k, int64_t m, bool self, const char* op) {
+  TORCH_CHECK(k >= 1 && k <= m, op, ": k must be in [1, ", m, "] (the number of ", self ? "points" : "rows of y",
+              "), got k=", k);
+}
+
 }  // namespace pyreid

@@ -259,8 +259,7 @@ std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optio
   const Metric metric = parse_metric(std::string(metric_name), op);
   const bool self = !y_opt.has_value();
   const int64_t n = x.size(0), m = self ? n : y_opt->size(0);
-  TORCH_CHECK(k >= 1 && k <= m, op, ": k must be in [1, ", m, "] (the number of ", self ? "points" : "rows of y",
-              "), got k=", k);
+  check_k(k, m, self, op);
   at::Tensor out_dist = at::empty({n, k}, x.options());
   at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
   if (n == 0) return {out_dist, out_index};

@@ -216,8 +216,7 @@ std::tuple<at::Tensor, at::Tensor> knn_cuda(const at::Tensor& x, const std::opti
   const Metric metric = parse_metric(std::string(metric_name), op);
   const bool self = !y_opt.has_value();
   const int64_t n = x.size(0), m = self ? n : y_opt->size(0);
-  TORCH_CHECK(k >= 1 && k <= m, op, ": k must be in [1, ", m, "] (the number of ", self ? "points" : "rows of y",
-              "), got k=", k);
+  check_k(k, m, self, op);
   const c10::cuda::CUDAGuard device_guard(x.device());
   at::Tensor out_dist = at::empty({n, k}, x.options());
   at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
