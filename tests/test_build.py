@@ -8,7 +8,7 @@ import torch
 
 import pyreid
 
-OPS = ["pairwise_distance", "knn", "dbscan_dense", "dbscan_csr", "cluster_memory_update_"]
+OPS = ["pairwise_distance", "knn", "dbscan_dense", "dbscan_csr", "cluster_memory_update_", "kreciprocal_weights"]
 # Ops with CPU kernels only so far: their CUDA kernels are not written yet
 # (issue 3); the Python wrappers raise a clear NotImplementedError on CUDA input.
 CPU_ONLY_OPS = ["kreciprocal_sets", "kreciprocal_jaccard"]

@@ -18,6 +18,23 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
+// Butterfly reductions: every lane ends with the result (same order of
+// operations in every lane, so the value is deterministic).
+template <typename T>
+__device__ __forceinline__ T warp_all_sum(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_all_max(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const T other = __shfl_xor_sync(0xffffffffu, v, offset);
+    v = other > v ? other : v;
+  }
+  return v;
+}
+
 // Number of blocks for a grid-stride loop over n items, capped so the grid
 // stays legal for any n (the loop covers the rest).
 inline unsigned int grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 16) {

@@ -9,6 +9,7 @@ from pyreid.ops.kmeans import kmeans
 from pyreid.ops.knn import knn
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 from pyreid.ops.kreciprocal_sets import kreciprocal_sets
+from pyreid.ops.kreciprocal_weights import kreciprocal_weights
 from pyreid.ops.pairwise_distance import pairwise_distance
 from pyreid.ops.re_ranking import re_ranking
 
@@ -21,6 +22,7 @@ __all__ = [
     "knn",
     "kreciprocal_jaccard",
     "kreciprocal_sets",
+    "kreciprocal_weights",
     "pairwise_distance",
     "re_ranking",
 ]

@@ -2,8 +2,8 @@
 
 Stages: exact kNN (``ops.knn``) -> expanded k-reciprocal sets R*(i)
 (``ops.kreciprocal_sets``, C++) -> weights ``exp(-d_ij)`` normalised per row
-(here, with torch: a per-pair gather and a row softmax, both deterministic and
-on the input's device). Memory O(N k1^2 / 2) for the sets, no N x N.
+(``ops.kreciprocal_weights``, C++/CUDA). Memory O(N k1^2 / 2) for the sets,
+no N x N.
 """
 
 from typing import Optional, Tuple
@@ -12,12 +12,11 @@ import torch
 
 from pyreid.ops.knn import knn
 from pyreid.ops.kreciprocal_sets import kreciprocal_sets
+from pyreid.ops.kreciprocal_weights import kreciprocal_weights
 from pyreid.ops.pairwise_distance import pairwise_distance
 
 VARIANTS = ("cluster", "original")
 
-# Pairs whose features are gathered at once when computing weights (x 2 x D floats).
-_PAIR_CHUNK = 1 << 15
 # Elements of one distance tile when computing row maxima.
 _TILE_ELEMENTS = 1 << 24
 
@@ -64,29 +63,6 @@ def row_max_sqeuclidean(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _pair_distances(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, variant: str) -> torch.Tensor:
-    """d_ij of the weights for the pairs (rows[t], cols[t]), in chunks of pairs."""
-    out = x.new_empty(rows.shape)
-    for s in range(0, rows.numel(), _PAIR_CHUNK):
-        xi, xj = x[rows[s : s + _PAIR_CHUNK]], x[cols[s : s + _PAIR_CHUNK]]
-        if variant == "cluster":
-            out[s : s + _PAIR_CHUNK] = 2.0 - 2.0 * (xi * xj).sum(dim=1)
-        else:
-            out[s : s + _PAIR_CHUNK] = (xi - xj).square().sum(dim=1)
-    return out
-
-
-def row_softmax(crow: torch.Tensor, rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """softmax over each CSR row: rows are scattered into an N x (longest row) matrix padded with -inf."""
-    n = crow.numel() - 1
-    lengths = crow.diff()
-    width = int(lengths.max()) if n else 0
-    position = torch.arange(logits.numel(), device=logits.device) - crow[:-1][rows]
-    padded = logits.new_full((n, max(width, 1)), float("-inf"))
-    padded[rows, position] = logits
-    return padded.softmax(dim=1)[rows, position]
-
-
 def kreciprocal_encoding(
     x: torch.Tensor,
     k1: int,
@@ -105,11 +81,7 @@ def kreciprocal_encoding(
     if neighbors is None:
         _, neighbors = knn(x, k=columns, metric="sqeuclidean")
     crow, col = kreciprocal_sets(neighbors, k1)
-    rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), crow.diff())
-    d = _pair_distances(x, rows, col, variant)
-    if variant == "original":
-        if row_max is None:
-            row_max = row_max_sqeuclidean(x)
-        d = d / row_max.clamp_min(torch.finfo(x.dtype).tiny)[rows]
-    val = row_softmax(crow, rows, -d).float()
+    if variant == "original" and row_max is None:
+        row_max = row_max_sqeuclidean(x)
+    val = kreciprocal_weights(x, crow, col, variant, row_max if variant == "original" else None)
     return neighbors, crow, col, val

@@ -48,6 +48,28 @@ def expanded_set(ranking: np.ndarray, i: int, k1: int) -> List[int]:
     return sorted(expanded)
 
 
+def kreciprocal_weights_reference(
+    x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, variant: str, row_max: Optional[torch.Tensor] = None
+) -> np.ndarray:
+    """The encoding's values, float64, one stored pair at a time: ``exp(-d_ij)`` over each row's sum."""
+    x64 = x.double().numpy()
+    out = np.zeros(col.numel())
+    for i in range(crow.numel() - 1):
+        p0, p1 = int(crow[i]), int(crow[i + 1])
+        if p0 == p1:
+            continue
+        d = np.empty(p1 - p0)
+        for p in range(p0, p1):
+            j = int(col[p])
+            if variant == "cluster":
+                d[p - p0] = 2.0 - 2.0 * float(x64[i] @ x64[j])
+            else:
+                d[p - p0] = float(((x64[i] - x64[j]) ** 2).sum()) / max(float(row_max[i]), np.finfo(np.float64).tiny)
+        w = np.exp(-(d - d.min()))  # the same ratios as exp(-d), without underflow
+        out[p0:p1] = w / w.sum()
+    return out
+
+
 def kreciprocal_jaccard_reference(
     ranking: np.ndarray, weight_distance: np.ndarray, k1: int, k2: int, rows: Optional[int] = None
 ) -> np.ndarray:
