@@ -32,39 +32,53 @@ struct Csr {
 };
 
 // A dense float accumulator over n slots that remembers which slots it
-// touched, so it can be read and cleared in O(touched).
+// touched, so it can be read and cleared in O(touched). Every value added is
+// >= 0 (weights of V and their minima), so a negative sum marks an untouched
+// slot: one array, one memory access per add.
 class SparseAccumulator {
  public:
-  explicit SparseAccumulator(int64_t n) : sum_(static_cast<size_t>(n), 0.0f), seen_(static_cast<size_t>(n), 0) {}
+  explicit SparseAccumulator(int64_t n) : sum_(static_cast<size_t>(n), kUntouched) {}
 
   void add(int64_t slot, float v) {
-    if (!seen_[slot]) {
-      seen_[slot] = 1;
+    float& s = sum_[slot];
+    if (s < 0.0f) {
+      s = v;  // == 0 + v
       touched_.push_back(slot);
+    } else {
+      s += v;
     }
-    sum_[slot] += v;
   }
 
+  // The touched slots for which keep(slot) holds, ascending. Filtering
+  // before sorting: when few are kept (a max_distance below 1, as DBSCAN's
+  // eps needs) the sort is short.
+  template <typename Keep>
+  const std::vector<int64_t>& sorted_touched_if(const Keep& keep) {
+    kept_.clear();
+    for (int64_t s : touched_) {
+      if (keep(s)) kept_.push_back(s);
+    }
+    std::sort(kept_.begin(), kept_.end());
+    return kept_;
+  }
   // Touched slots in ascending order.
   const std::vector<int64_t>& sorted_touched() {
     std::sort(touched_.begin(), touched_.end());
     return touched_;
   }
   float sum(int64_t slot) const { return sum_[slot]; }
-  bool touched(int64_t slot) const { return seen_[slot] != 0; }
+  bool touched(int64_t slot) const { return sum_[slot] >= 0.0f; }
 
   void clear() {
-    for (int64_t s : touched_) {
-      sum_[s] = 0.0f;
-      seen_[s] = 0;
-    }
+    for (int64_t s : touched_) sum_[s] = kUntouched;
     touched_.clear();
   }
 
  private:
+  static constexpr float kUntouched = -1.0f;
   std::vector<float> sum_;
-  std::vector<char> seen_;
   std::vector<int64_t> touched_;
+  std::vector<int64_t> kept_;
 };
 
 // Rows are processed in blocks of this many; each block owns its output buffers.
@@ -209,12 +223,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cpu(const at:
       for (int64_t q = inv.ptr[c]; q < inv.ptr[c + 1]; ++q) acc.add(inv.idx[q], std::min(vi, inv.val[q]));
     }
     if (!acc.touched(i)) acc.add(i, 0.0f);  // the diagonal is always stored
-    for (int64_t j : acc.sorted_touched()) {
-      const float d = jaccard_from_overlap(acc.sum(j));
-      if (j == i || d < limit) {
-        out.idx.push_back(j);
-        out.val.push_back(d);
-      }
+    const auto keep = [&](int64_t j) { return j == i || jaccard_from_overlap(acc.sum(j)) < limit; };
+    for (int64_t j : acc.sorted_touched_if(keep)) {
+      out.idx.push_back(j);
+      out.val.push_back(jaccard_from_overlap(acc.sum(j)));
     }
     acc.clear();
   });
