@@ -109,24 +109,31 @@ class RowHeaps {
 constexpr int64_t kGroup = 16;
 
 // Offers row `row` the candidates j = index0 + c, c in [c_begin, c_end), at
-// distances from dot_row[c] and terms[c].
-template <Metric metric, typename acc_t>
+// distances from dot_row[c] and terms[c]. With kRowMax, also raises
+// *row_max to the largest of those distances.
+template <Metric metric, bool kRowMax = false, typename acc_t>
 inline void offer_row(RowHeaps<acc_t>& heaps, int64_t row, acc_t x_term, const acc_t* dot_row, const acc_t* terms,
-                      int64_t c_begin, int64_t c_end, int64_t index0) {
+                      int64_t c_begin, int64_t c_end, int64_t index0, acc_t* row_max = nullptr) {
   auto thr = heaps.threshold(row);
   acc_t d[kGroup];
+  acc_t largest = kRowMax ? *row_max : acc_t(0);
   for (int64_t c = c_begin; c < c_end; c += kGroup) {
     const int64_t len = std::min(kGroup, c_end - c);
     bool any = false;
     if (len == kGroup) {
       for (int64_t t = 0; t < kGroup; ++t) d[t] = distance_from_dot(dot_row[c + t], x_term, terms[c + t], metric);
       for (int64_t t = 0; t < kGroup; ++t) any |= d[t] <= thr.first;
+      if constexpr (kRowMax) {
+        for (int64_t t = 0; t < kGroup; ++t) largest = std::max(largest, d[t]);
+      }
     } else {
       for (int64_t t = 0; t < len; ++t) {
         d[t] = distance_from_dot(dot_row[c + t], x_term, terms[c + t], metric);
         any |= d[t] <= thr.first;
+        if constexpr (kRowMax) largest = std::max(largest, d[t]);
       }
     }
+    if constexpr (kRowMax) *row_max = largest;
     if (!any) continue;
     for (int64_t t = 0; t < len; ++t) {
       if (key_less(d[t], index0 + c + t, thr.first, thr.second)) {
@@ -170,21 +177,27 @@ void knn_cross(const at::Tensor& xa, const at::Tensor& ya, const acc_t* xt, cons
 
 // x against itself: tiles on and above the diagonal, each used twice.
 // Column 0 of the output is the point itself; the heaps fill columns 1..k-1.
-template <Metric metric, typename scalar_t, typename acc_t>
-void knn_self(const at::Tensor& xa, const acc_t* xt, int64_t k, scalar_t* dist_out, int64_t* index_out) {
+// With kRowMax, row_max[i] becomes max_j d(i, j) over all j != i (0 when
+// N = 1), from the same distances, in the accumulation dtype.
+template <Metric metric, typename scalar_t, typename acc_t, bool kRowMax = false>
+void knn_self(const at::Tensor& xa, const acc_t* xt, int64_t k, scalar_t* dist_out, int64_t* index_out,
+              acc_t* row_max = nullptr) {
   const int64_t n = xa.size(0);
   const int64_t kk = k - 1;
+  if constexpr (kRowMax) std::fill(row_max, row_max + n, acc_t(0));
+  // k == 1 needs no heaps, but the row maxima still need every pair.
+  const int64_t heap_size = std::max<int64_t>(kk, 1);
   at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       dist_out[i * k] = scalar_t(0);
       index_out[i * k] = i;
     }
   });
-  if (kk == 0) return;
+  if (kk == 0 && !kRowMax) return;
   const int64_t row_block = std::min(n, kRowBlock);
   const int64_t col_tile = std::min(n, kColTile);
   at::Tensor buffer = at::empty({row_block * col_tile}, xa.options());
-  RowHeaps<acc_t> heaps(n, kk);
+  RowHeaps<acc_t> heaps(n, heap_size);
   for (int64_t r0 = 0; r0 < n; r0 += row_block) {
     const int64_t rows = std::min(row_block, n - r0);
     for (int64_t c0 = r0; c0 < n; c0 += col_tile) {
@@ -197,7 +210,8 @@ void knn_self(const at::Tensor& xa, const acc_t* xt, int64_t k, scalar_t* dist_o
       at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
           const int64_t i = r0 + r;
-          offer_row<metric>(heaps, i, xt[i], dotp + r * cols, xt + c0, std::max<int64_t>(0, i + 1 - c0), cols, c0);
+          offer_row<metric, kRowMax>(heaps, i, xt[i], dotp + r * cols, xt + c0, std::max<int64_t>(0, i + 1 - c0), cols,
+                                     c0, kRowMax ? row_max + i : nullptr);
         }
       });
       // Phase B: column j is offered every row i < j.
@@ -215,6 +229,10 @@ void knn_self(const at::Tensor& xa, const acc_t* xt, int64_t k, scalar_t* dist_o
             thr_index[c - c_begin] = t.second;
           }
           acc_t d[kColumnChunk];
+          acc_t largest[kColumnChunk];
+          if constexpr (kRowMax) {
+            for (int64_t c = c_begin; c < c_end; ++c) largest[c - c_begin] = row_max[c0 + c];
+          }
           const acc_t* terms = xt + c0 + c_begin;
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t i = r0 + r;
@@ -227,13 +245,17 @@ void knn_self(const at::Tensor& xa, const acc_t* xt, int64_t k, scalar_t* dist_o
             if (first == 0 && len == kColumnChunk) {
               for (int64_t t = 0; t < kColumnChunk; ++t) d[t] = distance_from_dot(dot_row[t], terms[t], x_term, metric);
               for (int64_t t = 0; t < kColumnChunk; ++t) any |= d[t] <= thr_dist[t];
+              if constexpr (kRowMax) {
+                for (int64_t t = 0; t < kColumnChunk; ++t) largest[t] = std::max(largest[t], d[t]);
+              }
             } else {
               for (int64_t t = first; t < len; ++t) {
                 d[t] = distance_from_dot(dot_row[t], terms[t], x_term, metric);
                 any |= d[t] <= thr_dist[t];
+                if constexpr (kRowMax) largest[t] = std::max(largest[t], d[t]);
               }
             }
-            if (!any) continue;
+            if (kk == 0 || !any) continue;
             for (int64_t t = first; t < len; ++t) {
               if (key_less(d[t], i, thr_dist[t], thr_index[t])) {
                 heaps.push(c0 + c_begin + t, d[t], i);
@@ -243,10 +265,14 @@ void knn_self(const at::Tensor& xa, const acc_t* xt, int64_t k, scalar_t* dist_o
               }
             }
           }
+          if constexpr (kRowMax) {
+            for (int64_t c = c_begin; c < c_end; ++c) row_max[c0 + c] = largest[c - c_begin];
+          }
         }
       });
     }
   }
+  if (kk == 0) return;
   at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) heaps.write_sorted(i, dist_out + i * k + 1, index_out + i * k + 1);
   });
@@ -292,10 +318,42 @@ std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optio
   return {out_dist, out_index};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_row_max_cpu(const at::Tensor& x, int64_t k,
+                                                               c10::string_view metric_name) {
+  constexpr const char* op = "knn_row_max";
+  check_feature_pair(x, std::nullopt, op);
+  const Metric metric = parse_metric(std::string(metric_name), op);
+  const int64_t n = x.size(0);
+  check_k(k, n, /*self=*/true, op);
+  at::Tensor out_dist = at::empty({n, k}, x.options());
+  at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
+  const at::ScalarType acc = cpu::accumulate_type(x.scalar_type());
+  at::Tensor row_max = at::zeros({n}, x.options().dtype(acc));
+  if (n == 0) return {out_dist, out_index, row_max.to(x.scalar_type())};
+
+  const at::Tensor xa = x.to(acc).contiguous();
+  const at::Tensor x_terms = cpu::norm_terms(xa, metric);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "knn_row_max_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto run = [&](auto metric_constant) {
+      constexpr Metric M = decltype(metric_constant)::value;
+      knn_self<M, scalar_t, acc_t, true>(xa, x_terms.data_ptr<acc_t>(), k, out_dist.data_ptr<scalar_t>(),
+                                         out_index.data_ptr<int64_t>(), row_max.data_ptr<acc_t>());
+    };
+    switch (metric) {
+      case Metric::SqEuclidean: run(std::integral_constant<Metric, Metric::SqEuclidean>{}); break;
+      case Metric::Euclidean: run(std::integral_constant<Metric, Metric::Euclidean>{}); break;
+      case Metric::Cosine: run(std::integral_constant<Metric, Metric::Cosine>{}); break;
+    }
+  });
+  return {out_dist, out_index, row_max.to(x.scalar_type())};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyreid, CPU, m) {
   m.impl("knn", &knn_cpu);
+  m.impl("knn_row_max", &knn_row_max_cpu);
 }
 
 }  // namespace pyreid

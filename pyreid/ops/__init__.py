@@ -7,6 +7,7 @@ from pyreid.ops.dbscan import dbscan
 from pyreid.ops.jaccard import jaccard_distance, jaccard_graph
 from pyreid.ops.kmeans import kmeans
 from pyreid.ops.knn import knn
+from pyreid.ops.knn_row_max import knn_row_max
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 from pyreid.ops.kreciprocal_sets import kreciprocal_sets
 from pyreid.ops.kreciprocal_weights import kreciprocal_weights
@@ -20,6 +21,7 @@ __all__ = [
     "jaccard_graph",
     "kmeans",
     "knn",
+    "knn_row_max",
     "kreciprocal_jaccard",
     "kreciprocal_sets",
     "kreciprocal_weights",

@@ -7,6 +7,7 @@ from pyreid.ops._kreciprocal_encoding import (
     check_kreciprocal_args,
     kreciprocal_encoding,
 )
+from pyreid.ops.knn_row_max import knn_row_max
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 from pyreid.ops.pairwise_distance import pairwise_distance
 
@@ -54,6 +55,19 @@ def _one_distance_pass(x: torch.Tensor, q: int, k: int):
     return row_max, block, neighbors
 
 
+def _distances_and_neighbors(x: torch.Tensor, q: int, k: int):
+    """(row maxima, query x gallery squared distances, k-neighbour lists) of x = query + gallery.
+
+    On CPU the kNN pass yields the row maxima too (``knn_row_max``: half the
+    products, each pair once) and only the Q x G block is computed again; on
+    other devices one tiled pass over all products gives all three.
+    """
+    if x.device.type == "cpu":
+        _, neighbors, row_max = knn_row_max(x, k=k, metric="sqeuclidean")
+        return row_max, pairwise_distance(x[:q], x[q:], "sqeuclidean"), neighbors
+    return _one_distance_pass(x, q, k)
+
+
 def re_ranking(
     query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
 ) -> torch.Tensor:
@@ -98,7 +112,7 @@ def re_ranking(
     x = torch.cat([query, gallery]).float()
     check_kreciprocal_args(x, k1, k2, op)
     check_device_supported(x, op)
-    row_max, d, neighbors = _one_distance_pass(x, q, k1 + 1)
+    row_max, d, neighbors = _distances_and_neighbors(x, q, k1 + 1)
     neighbors, crow, col, val = kreciprocal_encoding(x, k1, "original", row_max, neighbors)
     jcrow, jcol, jval = kreciprocal_jaccard(crow, col, val, neighbors[:, :k2].contiguous(), q, 1.0)
 

@@ -1,0 +1,51 @@
+"""Self kNN plus every point's largest distance, from one pass (the original re-ranking's normaliser)."""
+
+import torch
+
+from pyreid.ops._checks import check_feature_pair, check_metric
+
+__all__ = ["knn_row_max"]
+
+
+def knn_row_max(x: torch.Tensor, *, k: int, metric: str = "sqeuclidean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``knn(x, k=k, metric=metric)`` and ``max_j d(i, j)`` for every row, from the same distances.
+
+    The original k-reciprocal re-ranking (Zhong et al., CVPR 2017) divides each
+    row of the distance matrix by its maximum. The kNN pass evaluates every
+    pair anyway (each once, from symmetric tiles), so the maxima cost no second
+    N x N pass. CPU only (``ops.re_ranking`` computes them in its own tiled
+    pass on CUDA).
+
+    Args:
+        x: N x D features (float16, bfloat16, float32 or float64), searched
+            against themselves: every point is its own first neighbour.
+        k: ``1 <= k <= N``.
+        metric: ``"sqeuclidean"``, ``"euclidean"`` or ``"cosine"``.
+
+    Returns:
+        ``(distances, indices, row_max)``: the first two exactly as
+        :func:`pyreid.ops.knn` returns them, ``row_max`` (N, dtype of x) the
+        largest distance from each point to any other point (0 when N = 1).
+
+    Example:
+        >>> x = torch.randn(500, 32)
+        >>> dist, idx, row_max = pyreid.ops.knn_row_max(x, k=10)
+        >>> bool(torch.allclose(row_max, torch.cdist(x, x).square().amax(dim=1), rtol=1e-4))
+        True
+    """
+    check_metric(metric, "knn_row_max")
+    if x.device.type != "cpu":
+        raise NotImplementedError(
+            f"knn_row_max: CPU kernel only, got a {x.device.type} tensor; on a GPU compute the row maxima in "
+            "tiles of pairwise_distance and the lists with knn"
+        )
+    return torch.ops.pyreid.knn_row_max.default(x, int(k), metric)
+
+
+@torch.library.register_fake("pyreid::knn_row_max")
+def _knn_row_max_fake(x, k, metric):
+    check_metric(metric, "knn_row_max")
+    check_feature_pair(x, None, "knn_row_max")
+    n = x.shape[0]
+    torch._check(1 <= k <= n, lambda: f"knn_row_max: k must be in [1, {n}], got k={k}")
+    return x.new_empty((n, k)), x.new_empty((n, k), dtype=torch.int64), x.new_empty((n,))
