@@ -17,10 +17,14 @@ K). The loops:
   "hard" one vectorised dot product and argmin per label (16 Python
   iterations instead of 256 instance steps for "pk").
 
-Before timing, each loop is checked to give the op's memory. The GPU case
+Before timing, each loop is checked to give the op's memory. On a shared
+machine, PYREID_BENCH_THREADS=1 runs everything on one intra-op thread: the
+loops' small torch ops then no longer stall on a busy second core (which
+inflates their times, and so the ratios, under load). The GPU case
 times forward + backward of pyreid.nn.ClusterMemory.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +43,15 @@ from pyreid.ops._reference import (  # noqa: E402
 )
 
 B, D, K = 256, 2048, 1000
+
+
+@pytest.fixture(autouse=True)
+def intra_op_threads():
+    """torch's intra-op threads for the test: PYREID_BENCH_THREADS, else torch's default."""
+    default = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("PYREID_BENCH_THREADS", default)))
+    yield
+    torch.set_num_threads(default)
 
 
 def make_inputs(labels, device="cpu", seed=0):
@@ -80,6 +93,7 @@ def test_cluster_memory_update_cpu(benchmark, impl, mode, labels):
     memory, inputs, targets = make_inputs(labels)
     _check_once(memory, inputs, targets, mode)
     update = pyreid.ops.cluster_memory_update_ if impl == "pyreid" else LOOPS[impl]
+    benchmark.extra_info["threads"] = torch.get_num_threads()
     benchmark(update, memory, inputs, targets, 0.2, mode)
 
 

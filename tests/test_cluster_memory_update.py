@@ -144,13 +144,15 @@ def test_cpu_result_is_the_same_with_one_or_more_threads(mode):
 
 def test_cpu_sse_and_avx_paths_give_the_same_bits(tmp_path):
     # The CPU kernel picks AVX row functions at run time where the CPU has
-    # them; PYREID_CPU_NO_AVX=1 forces the SSE ones. Both keep 16 partial sums
-    # in one order, so the memories must be bit-identical.
+    # them (and F16C for float16 inputs); PYREID_CPU_NO_AVX=1 forces the SSE
+    # ones. Both keep 16 partial sums in one order and convert exactly, so the
+    # memories must be bit-identical.
     problems = {}
     for mode in MODES:
         for d in (5, 16, 67, 2048):
-            memory, inputs, targets = make_problem(70, 9, d, seed=d)
-            problems[f"{mode}-{d}"] = (memory, inputs, targets, mode)
+            for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                memory, inputs, targets = make_problem(70, 9, d, seed=d, dtype=dtype)
+                problems[f"{mode}-{d}-{dtype}"] = (memory, inputs, targets, mode)
     torch.save(problems, tmp_path / "problems.pt")
     script = (
         "import sys, torch, pyreid\n"

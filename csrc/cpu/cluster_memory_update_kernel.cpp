@@ -28,6 +28,7 @@
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define PYREID_CLUSTER_MEMORY_AVX 1
+#include <immintrin.h>
 #endif
 
 namespace pyreid {
@@ -175,13 +176,31 @@ __attribute__((target("avx"))) void update_row_avx(float* __restrict__ row, cons
                                                    float momentum) {
   update_row_lanes<Float8>(row, x, dim, momentum);
 }
+
+// float16 -> float32, eight at a time with the F16C instruction (every CPU
+// with AVX2 has it); the scalar c10 conversion is bit-twiddling, not
+// vectorised, and made float16 inputs 10x slower than float32 ones. Both
+// conversions are exact.
+__attribute__((target("avx,f16c"))) void half_to_float_f16c(const c10::Half* in, float* out, int64_t n) {
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + d));
+    _mm256_storeu_ps(out + d, _mm256_cvtph_ps(halves));
+  }
+  for (; d < n; ++d) out[d] = static_cast<float>(in[d]);
+}
 #endif
+
+void half_to_float_scalar(const c10::Half* in, float* out, int64_t n) {
+  for (int64_t d = 0; d < n; ++d) out[d] = static_cast<float>(in[d]);
+}
 
 // The row functions for this CPU, chosen once.
 struct RowOps {
   float (*dot)(const float*, const float*, int64_t);
   void (*dot_block)(const float*, const float* const*, int64_t, float*);
   void (*update)(float*, const float*, int64_t, float);
+  void (*half_to_float)(const c10::Half*, float*, int64_t);
 };
 
 // PYREID_CPU_NO_AVX=1 in the environment forces the SSE path (the tests use
@@ -190,9 +209,12 @@ RowOps select_row_ops() {
 #if defined(PYREID_CLUSTER_MEMORY_AVX)
   const char* no_avx = std::getenv("PYREID_CPU_NO_AVX");
   const bool avx_allowed = no_avx == nullptr || std::strcmp(no_avx, "1") != 0;
-  if (avx_allowed && __builtin_cpu_supports("avx")) return {dot_avx, dot_block_avx, update_row_avx};
+  if (avx_allowed && __builtin_cpu_supports("avx")) {
+    const bool f16c = __builtin_cpu_supports("f16c");
+    return {dot_avx, dot_block_avx, update_row_avx, f16c ? half_to_float_f16c : half_to_float_scalar};
+  }
 #endif
-  return {dot_sse, dot_block_sse, update_row_sse};
+  return {dot_sse, dot_block_sse, update_row_sse, half_to_float_scalar};
 }
 
 const RowOps& row_ops() {
@@ -203,10 +225,20 @@ const RowOps& row_ops() {
 // Row i of the inputs as float32: the row itself for float32 inputs, else
 // converted into `buffer`.
 template <typename scalar_t>
-const float* input_row(const scalar_t* inputs, int64_t i, int64_t dim, float* buffer) {
+const float* input_row(const RowOps& ops, const scalar_t* inputs, int64_t i, int64_t dim, float* buffer) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     return inputs + i * dim;
-  } else {
+  } else if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+    ops.half_to_float(inputs + i * dim, buffer, dim);
+    return buffer;
+  } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    // bfloat16 is the top half of a float32: a shift, which vectorises.
+    for (int64_t d = 0; d < dim; ++d) {
+      const uint32_t bits = static_cast<uint32_t>(inputs[i * dim + d].x) << 16;
+      std::memcpy(buffer + d, &bits, sizeof(float));
+    }
+    return buffer;
+  } else {  // float64: instantiated by the dispatch macro, rejected by the checks
     for (int64_t d = 0; d < dim; ++d) buffer[d] = static_cast<float>(inputs[i * dim + d]);
     return buffer;
   }
@@ -226,10 +258,12 @@ int64_t hardest_sample(const RowOps& ops, const float* row, const scalar_t* inpu
     float dots[kBlock];
     if (count == kBlock) {
       const float* xs[kBlock];
-      for (int64_t j = 0; j < kBlock; ++j) xs[j] = input_row(inputs, order[s + j], dim, buffer + j * dim);
+      for (int64_t j = 0; j < kBlock; ++j) xs[j] = input_row(ops, inputs, order[s + j], dim, buffer + j * dim);
       ops.dot_block(row, xs, dim, dots);
     } else {
-      for (int64_t j = 0; j < count; ++j) dots[j] = ops.dot(row, input_row(inputs, order[s + j], dim, buffer), dim);
+      for (int64_t j = 0; j < count; ++j) {
+        dots[j] = ops.dot(row, input_row(ops, inputs, order[s + j], dim, buffer), dim);
+      }
     }
     for (int64_t j = 0; j < count; ++j) {
       if (s + j == first || replaces_hardest(dots[j], hardest_dot)) {
@@ -256,11 +290,11 @@ void update_groups(float* memory, const scalar_t* inputs, const int64_t* targets
       float* row = memory + targets[order[first]] * dim;
       if (mode == MemoryUpdateMode::Momentum) {
         for (int64_t s = first; s < last; ++s) {
-          ops.update(row, input_row(inputs, order[s], dim, buffer.data()), dim, momentum);
+          ops.update(row, input_row(ops, inputs, order[s], dim, buffer.data()), dim, momentum);
         }
       } else {
         const int64_t hardest = hardest_sample(ops, row, inputs, order.data(), first, last, dim, buffer.data());
-        ops.update(row, input_row(inputs, hardest, dim, buffer.data()), dim, momentum);
+        ops.update(row, input_row(ops, inputs, hardest, dim, buffer.data()), dim, momentum);
       }
     }
   });
