@@ -11,7 +11,9 @@
 // always keeps 16 partial sums, lane l taking the elements d = l (mod 16) in
 // increasing d, added in one fixed tree at the end; neither path uses FMA. So
 // the SSE and AVX paths give bit-identical results and every call is
-// deterministic whatever the thread count.
+// deterministic whatever the thread count. In hard mode all similarities use
+// the row as it was before the label's update, so they are computed four
+// samples per pass over the row; the pick then scans them in batch order.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
