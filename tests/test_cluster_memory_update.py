@@ -1,10 +1,19 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from common import DEVICES, cuda, relative_error
 
 import pyreid
-from pyreid.ops._reference import cluster_memory_update_reference
+from pyreid.ops._reference import (
+    cluster_contrast_hard_loop,
+    cluster_contrast_momentum_loop,
+    cluster_memory_update_reference,
+)
 
 MODES = ["momentum", "hard"]
 MOMENTA = [0.0, 0.2, 1.0]
@@ -94,6 +103,87 @@ def test_hard_mode_picks_the_first_of_exactly_tied_distinct_samples(device):
         expected = F.normalize(0.5 * memory[0] + 0.5 * order[1], dim=0)
         assert torch.allclose(out[0].cpu(), expected, atol=1e-6)
         assert torch.equal(out[1].cpu(), memory[1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hard_mode_ties_across_blocks_of_samples(device):
+    # The CPU kernel takes a label's samples four at a time and the rest one
+    # at a time; the exactly tied pair sits in different blocks (positions 2
+    # and 8 of the label's nine samples), in either order, and the first wins.
+    d = 20
+    memory = torch.zeros(1, d)
+    memory[0, 0] = 1.0
+    x1, x2 = torch.zeros(d), torch.zeros(d)
+    x1[0], x1[17] = 0.6, 0.8
+    x2[0], x2[17] = 0.6, -0.8
+    easy = memory[0].clone()  # similarity 1
+    for first, second in ((x1, x2), (x2, x1)):
+        rows = [easy] * 9
+        rows[2], rows[8] = first, second
+        out = memory.clone().to(device)
+        targets = torch.zeros(9, dtype=torch.int64, device=device)
+        pyreid.ops.cluster_memory_update_(out, torch.stack(rows).to(device), targets, 0.5, "hard")
+        assert torch.allclose(out[0].cpu(), F.normalize(0.5 * memory[0] + 0.5 * first, dim=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cpu_result_is_the_same_with_one_or_more_threads(mode):
+    # Labels run in parallel, each on one thread with a fixed order of sums:
+    # the bits do not depend on the thread count.
+    memory, inputs, targets = make_problem(256, 20, 67, seed=13)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(pyreid.ops.cluster_memory_update_(memory.clone(), inputs, targets, 0.2, mode))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(outs[0], out) for out in outs[1:])
+
+
+def test_cpu_sse_and_avx_paths_give_the_same_bits(tmp_path):
+    # The CPU kernel picks AVX row functions at run time where the CPU has
+    # them (and F16C for float16 inputs); PYREID_CPU_NO_AVX=1 forces the SSE
+    # ones. Both keep 16 partial sums in one order and convert exactly, so the
+    # memories must be bit-identical.
+    problems = {}
+    for mode in MODES:
+        for d in (5, 16, 67, 2048):
+            for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                memory, inputs, targets = make_problem(70, 9, d, seed=d, dtype=dtype)
+                problems[f"{mode}-{d}-{dtype}"] = (memory, inputs, targets, mode)
+    torch.save(problems, tmp_path / "problems.pt")
+    script = (
+        "import sys, torch, pyreid\n"
+        "problems = torch.load(sys.argv[1])\n"
+        "out = {k: pyreid.ops.cluster_memory_update_(m.clone(), x, t, 0.2, mode) "
+        "for k, (m, x, t, mode) in problems.items()}\n"
+        "torch.save(out, sys.argv[2])\n"
+    )
+    env = {**os.environ, "PYREID_CPU_NO_AVX": "1", "PYTHONPATH": str(Path(pyreid.__file__).parent.parent)}
+    args = [sys.executable, "-c", script, str(tmp_path / "problems.pt"), str(tmp_path / "sse.pt")]
+    subprocess.run(args, env=env, check=True)
+    sse = torch.load(tmp_path / "sse.pt")
+    for key, (memory, inputs, targets, mode) in problems.items():
+        here = pyreid.ops.cluster_memory_update_(memory.clone(), inputs, targets, 0.2, mode)
+        assert torch.equal(here, sse[key]), key
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("labels", ["pk", "uniform"])
+def test_matches_cluster_contrast_loops_in_float32(mode, labels):
+    # The loops the benchmark times (Cluster-Contrast's published structure)
+    # give the op's memory; PK batches as their sampler draws them.
+    memory, inputs, targets = make_problem(64, 30, 96, seed=14)
+    if labels == "pk":
+        g = torch.Generator().manual_seed(15)
+        targets = torch.randperm(30, generator=g)[:8].repeat_interleave(8)[torch.randperm(64, generator=g)]
+    loop = cluster_contrast_momentum_loop if mode == "momentum" else cluster_contrast_hard_loop
+    expected = loop(memory.clone(), inputs, targets, 0.2)
+    assert relative_error(expected, reference(memory, inputs, targets, 0.2, mode)) < 1e-5
+    pyreid.ops.cluster_memory_update_(memory, inputs, targets, 0.2, mode)
+    assert relative_error(memory, expected) < 1e-5
 
 
 @pytest.mark.parametrize("device", DEVICES)

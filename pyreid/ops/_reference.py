@@ -6,6 +6,7 @@ round. Each builds whatever dense matrices the definition suggests, so keep
 the sizes small.
 """
 
+import collections
 from typing import Optional
 
 import numpy as np
@@ -106,3 +107,39 @@ def cluster_memory_update_reference(
     else:
         raise ValueError(f"unknown mode {mode!r}")
     return memory
+
+
+def cluster_contrast_momentum_loop(
+    features: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, momentum: float
+) -> torch.Tensor:
+    """The momentum update with the structure of Cluster-Contrast's ``CM``
+    backward as published (a Python loop over the batch pairs, indexing the
+    memory with the label tensor, in-place renormalisation), in place on
+    ``features``. The baseline of the benchmark; written from that description."""
+    for sample, label in zip(inputs, targets):
+        features[label] = momentum * features[label] + (1.0 - momentum) * sample
+        features[label] /= features[label].norm()
+    return features
+
+
+def cluster_contrast_hard_loop(
+    features: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, momentum: float
+) -> torch.Tensor:
+    """The hard update with the structure of Cluster-Contrast's ``CM_Hard``
+    backward as published, in place on ``features``: the batch grouped by
+    label into lists, one 1 x 1 ``mm`` per instance whose value goes to numpy
+    (a host copy each), ``np.argmin`` (the first minimum), then the momentum
+    step on the least similar instance. The baseline of the benchmark; written
+    from that description."""
+    by_label = collections.defaultdict(list)
+    for sample, label in zip(inputs, targets.tolist()):
+        by_label[label].append(sample)
+    for label, samples in by_label.items():
+        similarities = []
+        for sample in samples:
+            similarity = sample.unsqueeze(0).mm(features[label].unsqueeze(0).t())[0][0]
+            similarities.append(similarity.cpu().numpy())
+        hardest = np.argmin(np.array(similarities))
+        features[label] = features[label] * momentum + (1 - momentum) * samples[hardest]
+        features[label] /= features[label].norm()
+    return features
