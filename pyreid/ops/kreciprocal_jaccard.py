@@ -30,6 +30,8 @@ def kreciprocal_jaccard(
         ``(crow, col, val)`` of the rows x N CSR distance matrix (float32),
         ``d = 1 - s / (2 - s)`` with ``s = sum_c min(V'[i, c], V'[j, c])``,
         clamped at 0. Pairs sharing no column of V' are at 1 and never stored.
+        CPU and CUDA kernels return the same CSR (the CUDA kernel sums in the
+        CPU's order); both are deterministic.
 
     Example:
         >>> crow, col = torch.tensor([0, 1, 2]), torch.tensor([0, 1])
