@@ -101,6 +101,13 @@ def _nvidia_include_dirs():
     return dirs[:1]
 
 
+def _openmp_flag():
+    """-fopenmp when torch runs at::parallel_for on OpenMP (Linux builds), else None."""
+    if not torch.backends.openmp.is_available() or sys.platform in ("darwin", "win32"):
+        return None
+    return "-fopenmp"
+
+
 def _extension():
     with_cuda, reason = _want_cuda()
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
@@ -112,6 +119,13 @@ def _extension():
     define_macros = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     kwargs = {}
+    # at::parallel_for is a header template: it runs its chunks on torch's
+    # OpenMP threads only in code compiled with -fopenmp. Without the flag
+    # every kernel's parallel_for silently runs on one thread.
+    openmp = _openmp_flag()
+    if openmp:
+        cxx.append(openmp)
+        kwargs["extra_link_args"] = [openmp]
     if with_cuda:
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         define_macros.append(("PYREID_WITH_CUDA", None))
@@ -119,6 +133,8 @@ def _extension():
         nvcc = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
         if debug:
             nvcc = ["-O0", "-g", "-G", "-std=c++20", "--expt-relaxed-constexpr"]
+        if openmp:
+            nvcc += ["-Xcompiler", openmp]  # host code of .cu files: same parallel_for as the .cpp files
         nvcc += os.environ.get("NVCC_FLAGS", "").split()
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             # With no GPU to ask, torch would target every architecture it knows:
@@ -133,7 +149,7 @@ def _extension():
         f"pyreid: building pyreid._C with CUDA kernels: {'yes' if with_cuda else 'no'} ({reason}); "
         f"torch {torch.__version__}, CUDA_HOME={_CUDA_HOME}, "
         f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '(torch default)')}, "
-        f"{len(sources)} sources",
+        f"OpenMP: {'yes' if openmp else 'no'}, {len(sources)} sources",
         flush=True,
     )
     return ext_class(
