@@ -19,7 +19,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/kreciprocal_checks.h"
 #include "common/kreciprocal.h"
 
 namespace pyreid {
@@ -183,35 +183,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cpu(const at:
                                                                        const at::Tensor& expansion, int64_t rows,
                                                                        double max_distance) {
   constexpr const char* op = "kreciprocal_jaccard";
-  check_dim(crow, 1, op, "crow");
-  check_dim(col, 1, op, "col");
-  check_dim(val, 1, op, "val");
-  check_dim(expansion, 2, op, "expansion");
-  TORCH_CHECK(crow.scalar_type() == at::kLong && col.scalar_type() == at::kLong &&
-                  expansion.scalar_type() == at::kLong,
-              op, ": crow, col and expansion must be int64");
-  TORCH_CHECK(val.scalar_type() == at::kFloat, op, ": val must be float32, got ", val.scalar_type());
+  check_kreciprocal_jaccard_args(crow, col, val, expansion, rows, op);
   const int64_t n = crow.size(0) - 1;
-  TORCH_CHECK(n >= 0, op, ": crow must have N + 1 entries, got an empty tensor");
-  TORCH_CHECK(col.size(0) == val.size(0), op, ": col has ", col.size(0), " entries but val has ", val.size(0));
-  TORCH_CHECK(expansion.size(0) == n && expansion.size(1) >= 1, op, ": expansion must be N x k2 with N = ", n,
-              " and k2 >= 1, got shape ", expansion.sizes());
-  TORCH_CHECK(rows >= 0 && rows <= n, op, ": rows must be in [0, ", n, "], got ", rows);
   const int64_t k2 = expansion.size(1);
-
   const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous(), val_c = val.contiguous();
   const at::Tensor exp_c = expansion.contiguous();
   const int64_t* crow_p = crow_c.data_ptr<int64_t>();
   const int64_t* col_p = col_c.data_ptr<int64_t>();
-  TORCH_CHECK(crow_p[0] == 0 && crow_p[n] == col.size(0), op, ": crow must start at 0 and end at nnz = ",
-              col.size(0));
-  if (col.size(0) > 0) {
-    TORCH_CHECK(at::logical_and(col_c >= 0, col_c < n).all().item<bool>(), op, ": col must be in [0, ", n, ")");
-  }
-  if (exp_c.numel() > 0) {
-    TORCH_CHECK(at::logical_and(exp_c >= 0, exp_c < n).all().item<bool>(), op, ": expansion must be in [0, ", n,
-                ")");
-  }
 
   const Csr v = query_expansion(crow_p, col_p, val_c.data_ptr<float>(), exp_c.data_ptr<int64_t>(), n, k2);
   const Csr inv = inverted_index(v, n);

@@ -12,7 +12,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/kreciprocal_checks.h"
 #include "common/kreciprocal.h"
 
 namespace pyreid {
@@ -40,16 +40,10 @@ void reciprocal_sets(const int64_t* nb, int64_t n, int64_t k, int64_t cols, std:
 
 std::tuple<at::Tensor, at::Tensor> kreciprocal_sets_cpu(const at::Tensor& neighbors, int64_t k1) {
   constexpr const char* op = "kreciprocal_sets";
-  check_dim(neighbors, 2, op, "neighbors");
-  TORCH_CHECK(neighbors.scalar_type() == at::kLong, op, ": neighbors must be int64, got ", neighbors.scalar_type());
+  check_kreciprocal_sets_args(neighbors, k1, op);
   const int64_t n = neighbors.size(0), k = neighbors.size(1);
-  TORCH_CHECK(k1 >= 1 && k1 < n, op, ": k1 must be in [1, N - 1] = [1, ", n - 1, "], got k1=", k1);
-  TORCH_CHECK(k >= k1 && k <= n, op, ": neighbors must have between k1 = ", k1, " and N = ", n,
-              " columns, got ", k);
   const at::Tensor nbc = neighbors.contiguous();
   const int64_t* nb = nbc.data_ptr<int64_t>();
-  TORCH_CHECK(at::logical_and(nbc >= 0, nbc < n).all().item<bool>(), op, ": neighbors must be indices in [0, ", n,
-              ")");
 
   const int64_t cols = reciprocal_columns(k1, k);
   const int64_t half_cols = reciprocal_columns(half_k1(k1), k);

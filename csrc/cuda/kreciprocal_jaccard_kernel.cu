@@ -31,7 +31,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/kreciprocal_checks.h"
 #include "common/cuda_helpers.cuh"
 #include "common/kreciprocal.h"
 #include "cuda/csr_offsets.cuh"
@@ -197,51 +197,20 @@ __global__ void jaccard_rows_kernel(const int64_t* __restrict__ sorted_key, cons
   }
 }
 
-// The input checks of the CPU kernel, with the same messages, plus one device check.
-void check_inputs(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val, const at::Tensor& expansion,
-                  int64_t rows, const char* op) {
-  check_dim(crow, 1, op, "crow");
-  check_dim(col, 1, op, "col");
-  check_dim(val, 1, op, "val");
-  check_dim(expansion, 2, op, "expansion");
-  TORCH_CHECK(crow.scalar_type() == at::kLong && col.scalar_type() == at::kLong &&
-                  expansion.scalar_type() == at::kLong,
-              op, ": crow, col and expansion must be int64");
-  TORCH_CHECK(val.scalar_type() == at::kFloat, op, ": val must be float32, got ", val.scalar_type());
-  check_same_device(crow, val, op, "crow", "val");
-  check_same_device(col, val, op, "col", "val");
-  check_same_device(expansion, val, op, "expansion", "val");
-  const int64_t n = crow.size(0) - 1;
-  TORCH_CHECK(n >= 0, op, ": crow must have N + 1 entries, got an empty tensor");
-  TORCH_CHECK(col.size(0) == val.size(0), op, ": col has ", col.size(0), " entries but val has ", val.size(0));
-  TORCH_CHECK(expansion.size(0) == n && expansion.size(1) >= 1, op, ": expansion must be N x k2 with N = ", n,
-              " and k2 >= 1, got shape ", expansion.sizes());
-  TORCH_CHECK(rows >= 0 && rows <= n, op, ": rows must be in [0, ", n, "], got ", rows);
-  // Chunk keys are local row * N + column, local row < N: N^2 must fit in int64.
-  TORCH_CHECK(n <= (int64_t(1) << 31), op, ": the CUDA kernel supports N <= 2^31 points, got N = ", n);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cuda(const at::Tensor& crow, const at::Tensor& col,
                                                                         const at::Tensor& val,
                                                                         const at::Tensor& expansion, int64_t rows,
                                                                         double max_distance) {
   constexpr const char* op = "kreciprocal_jaccard";
-  check_inputs(crow, col, val, expansion, rows, op);
-  const int64_t n = crow.size(0) - 1;
-  const int64_t k2 = expansion.size(1);
   const c10::cuda::CUDAGuard device_guard(val.device());
+  check_kreciprocal_jaccard_args(crow, col, val, expansion, rows, op);
+  const int64_t n = crow.size(0) - 1;
+  // Chunk keys are local row * N + column, local row < N: N^2 must fit in int64.
+  TORCH_CHECK(n <= (int64_t(1) << 31), op, ": the CUDA kernel supports N <= 2^31 points, got N = ", n);
+  const int64_t k2 = expansion.size(1);
   const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous(), val_c = val.contiguous();
   const at::Tensor exp_c = expansion.contiguous();
   const int64_t nnz = col.size(0);
-  TORCH_CHECK(crow_c.select(0, 0).item<int64_t>() == 0 && crow_c.select(0, n).item<int64_t>() == nnz, op,
-              ": crow must start at 0 and end at nnz = ", nnz);
-  if (nnz > 0) {
-    TORCH_CHECK(at::logical_and(col_c >= 0, col_c < n).all().item<bool>(), op, ": col must be in [0, ", n, ")");
-  }
-  if (exp_c.numel() > 0) {
-    TORCH_CHECK(at::logical_and(exp_c >= 0, exp_c < n).all().item<bool>(), op, ": expansion must be in [0, ", n,
-                ")");
-  }
   const at::TensorOptions index_options = crow.options();
   const at::TensorOptions value_options = val.options();
   if (rows == 0) {

@@ -20,7 +20,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/kreciprocal_checks.h"
 #include "common/cuda_helpers.cuh"
 #include "common/kreciprocal.h"
 #include "cuda/csr_offsets.cuh"
@@ -127,17 +127,10 @@ __global__ void expansion_kernel(ReciprocalSets core, ReciprocalSets half, int64
 
 std::tuple<at::Tensor, at::Tensor> kreciprocal_sets_cuda(const at::Tensor& neighbors, int64_t k1) {
   constexpr const char* op = "kreciprocal_sets";
-  check_dim(neighbors, 2, op, "neighbors");
-  TORCH_CHECK(neighbors.scalar_type() == at::kLong, op, ": neighbors must be int64, got ", neighbors.scalar_type());
-  const int64_t n = neighbors.size(0), k = neighbors.size(1);
-  TORCH_CHECK(k1 >= 1 && k1 < n, op, ": k1 must be in [1, N - 1] = [1, ", n - 1, "], got k1=", k1);
-  TORCH_CHECK(k >= k1 && k <= n, op, ": neighbors must have between k1 = ", k1, " and N = ", n,
-              " columns, got ", k);
   const c10::cuda::CUDAGuard device_guard(neighbors.device());
+  check_kreciprocal_sets_args(neighbors, k1, op);
+  const int64_t n = neighbors.size(0), k = neighbors.size(1);
   const at::Tensor nbc = neighbors.contiguous();
-  // One device reduction and one sync, on the input only.
-  TORCH_CHECK(at::logical_and(nbc >= 0, nbc < n).all().item<bool>(), op, ": neighbors must be indices in [0, ", n,
-              ")");
 
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const at::TensorOptions options = neighbors.options();
