@@ -63,6 +63,24 @@ def row_max_sqeuclidean(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def smallest_stable(tile: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices of the k smallest entries of each row, ordered by (value, index): knn's order."""
+    # topk breaks ties arbitrarily. The (k+1)-th smallest value does not
+    # depend on which tied entries topk picked: where it is larger than the
+    # k-th, the set of the k smallest is unique and only its order needs the
+    # index tie-break; elsewhere take the row's stable sort.
+    take = min(k + 1, tile.shape[1])
+    values, index = tile.topk(take, dim=1, largest=False, sorted=True)
+    tied = values[:, k - 1] == values[:, k] if take > k else torch.zeros_like(values[:, 0], dtype=torch.bool)
+    values, index = values[:, :k], index[:, :k]
+    by_index = index.argsort(dim=1)
+    index, values = index.gather(1, by_index), values.gather(1, by_index)
+    index = index.gather(1, values.argsort(dim=1, stable=True))
+    if bool(tied.any()):
+        index[tied] = tile[tied].sort(dim=1, stable=True).indices[:, :k]
+    return index
+
+
 def kreciprocal_encoding(
     x: torch.Tensor,
     k1: int,

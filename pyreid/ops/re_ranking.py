@@ -6,6 +6,7 @@ from pyreid.ops._kreciprocal_encoding import (
     check_device_supported,
     check_kreciprocal_args,
     kreciprocal_encoding,
+    smallest_stable,
 )
 from pyreid.ops.knn_row_max import knn_row_max
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
@@ -17,24 +18,6 @@ __all__ = ["re_ranking"]
 # where fewer, larger products and selections keep the device busy.
 _TILE_ELEMENTS = {"cpu": 1 << 24}
 _TILE_ELEMENTS_DEFAULT = 1 << 27
-
-
-def _smallest_stable(tile: torch.Tensor, k: int) -> torch.Tensor:
-    """Column indices of the k smallest entries of each row, ordered by (value, index): knn's order."""
-    # topk breaks ties arbitrarily. The (k+1)-th smallest value does not
-    # depend on which tied entries topk picked: where it is larger than the
-    # k-th, the set of the k smallest is unique and only its order needs the
-    # index tie-break; elsewhere take the row's stable sort.
-    take = min(k + 1, tile.shape[1])
-    values, index = tile.topk(take, dim=1, largest=False, sorted=True)
-    tied = values[:, k - 1] == values[:, k] if take > k else torch.zeros_like(values[:, 0], dtype=torch.bool)
-    values, index = values[:, :k], index[:, :k]
-    by_index = index.argsort(dim=1)
-    index, values = index.gather(1, by_index), values.gather(1, by_index)
-    index = index.gather(1, values.argsort(dim=1, stable=True))
-    if bool(tied.any()):
-        index[tied] = tile[tied].sort(dim=1, stable=True).indices[:, :k]
-    return index
 
 
 def _one_distance_pass(x: torch.Tensor, q: int, k: int):
@@ -53,7 +36,7 @@ def _one_distance_pass(x: torch.Tensor, q: int, k: int):
             block[r0 : min(q, r0 + rows)] = tile[: q - r0, q:]
         self_index = torch.arange(r0, r0 + r, device=x.device)
         tile[torch.arange(r, device=x.device), self_index] = float("-inf")  # each point first in its own list
-        neighbors[r0 : r0 + r] = _smallest_stable(tile, k)
+        neighbors[r0 : r0 + r] = smallest_stable(tile, k)
     return row_max, block, neighbors
 
 
