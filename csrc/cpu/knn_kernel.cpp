@@ -133,7 +133,6 @@ inline void offer_row(RowHeaps<acc_t>& heaps, int64_t row, acc_t x_term, const a
         if constexpr (kRowMax) largest = std::max(largest, d[t]);
       }
     }
-    if constexpr (kRowMax) *row_max = largest;
     if (!any) continue;
     for (int64_t t = 0; t < len; ++t) {
       if (key_less(d[t], index0 + c + t, thr.first, thr.second)) {
@@ -142,6 +141,7 @@ inline void offer_row(RowHeaps<acc_t>& heaps, int64_t row, acc_t x_term, const a
       }
     }
   }
+  if constexpr (kRowMax) *row_max = largest;
 }
 
 // x (N x D) against y (M x D): row blocks of x, column tiles of y.
@@ -278,6 +278,17 @@ void knn_self(const at::Tensor& xa, const acc_t* xt, int64_t k, scalar_t* dist_o
   });
 }
 
+// Calls fn(std::integral_constant<Metric, metric>{}): the metric becomes a
+// compile-time constant of the kernel, so there is no branch per candidate.
+template <typename Fn>
+void with_metric_constant(Metric metric, const Fn& fn) {
+  switch (metric) {
+    case Metric::SqEuclidean: fn(std::integral_constant<Metric, Metric::SqEuclidean>{}); break;
+    case Metric::Euclidean: fn(std::integral_constant<Metric, Metric::Euclidean>{}); break;
+    case Metric::Cosine: fn(std::integral_constant<Metric, Metric::Cosine>{}); break;
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
                                            int64_t k, c10::string_view metric_name) {
   constexpr const char* op = "knn";
@@ -297,7 +308,6 @@ std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optio
     using acc_t = at::opmath_type<scalar_t>;
     scalar_t* dist_out = out_dist.data_ptr<scalar_t>();
     int64_t* index_out = out_index.data_ptr<int64_t>();
-    // The metric becomes a compile-time constant: no branch per candidate.
     const auto run = [&](auto metric_constant) {
       constexpr Metric M = decltype(metric_constant)::value;
       if (self) {
@@ -309,11 +319,7 @@ std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optio
                                       index_out);
       }
     };
-    switch (metric) {
-      case Metric::SqEuclidean: run(std::integral_constant<Metric, Metric::SqEuclidean>{}); break;
-      case Metric::Euclidean: run(std::integral_constant<Metric, Metric::Euclidean>{}); break;
-      case Metric::Cosine: run(std::integral_constant<Metric, Metric::Cosine>{}); break;
-    }
+    with_metric_constant(metric, run);
   });
   return {out_dist, out_index};
 }
@@ -328,7 +334,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_row_max_cpu(const at::Tensor&
   at::Tensor out_dist = at::empty({n, k}, x.options());
   at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
   const at::ScalarType acc = cpu::accumulate_type(x.scalar_type());
-  at::Tensor row_max = at::zeros({n}, x.options().dtype(acc));
+  at::Tensor row_max = at::empty({n}, x.options().dtype(acc));  // knn_self fills it
   if (n == 0) return {out_dist, out_index, row_max.to(x.scalar_type())};
 
   const at::Tensor xa = x.to(acc).contiguous();
@@ -340,11 +346,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_row_max_cpu(const at::Tensor&
       knn_self<M, scalar_t, acc_t, true>(xa, x_terms.data_ptr<acc_t>(), k, out_dist.data_ptr<scalar_t>(),
                                          out_index.data_ptr<int64_t>(), row_max.data_ptr<acc_t>());
     };
-    switch (metric) {
-      case Metric::SqEuclidean: run(std::integral_constant<Metric, Metric::SqEuclidean>{}); break;
-      case Metric::Euclidean: run(std::integral_constant<Metric, Metric::Euclidean>{}); break;
-      case Metric::Cosine: run(std::integral_constant<Metric, Metric::Cosine>{}); break;
-    }
+    with_metric_constant(metric, run);
   });
   return {out_dist, out_index, row_max.to(x.scalar_type())};
 }
