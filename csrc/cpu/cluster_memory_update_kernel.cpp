@@ -66,52 +66,43 @@ PYREID_ROW_INLINE float reduce_lanes(const Vec (&acc)[A]) {
   return s[0];
 }
 
-template <typename Vec>
-PYREID_ROW_INLINE float dot_lanes(const float* __restrict__ row, const float* __restrict__ x, int64_t dim) {
-  constexpr int64_t W = sizeof(Vec) / sizeof(float), A = kLanes / W;
-  Vec acc[A] = {};
-  int64_t d = 0;
-  for (; d + kLanes <= dim; d += kLanes) {
-    for (int64_t a = 0; a < A; ++a) {
-      Vec r, v;
-      std::memcpy(&r, row + d + a * W, sizeof(Vec));
-      std::memcpy(&v, x + d + a * W, sizeof(Vec));
-      acc[a] += r * v;
-    }
-  }
-  float total = reduce_lanes(acc);
-  for (; d < dim; ++d) total += row[d] * x[d];
-  return total;
-}
-
-// dot_lanes of one row with kBlock samples at once: each row chunk is loaded
-// once for all of them (the dot is bound by loads, two per multiply, so this
-// nearly halves them), and each sample's sum keeps dot_lanes' lanes and tree,
-// so its value is bit-identical to dot_lanes(row, xs[j], dim).
+// The dots of one row with `count` samples: 16 lane sums per sample, one
+// fixed reduction tree, then the scalar tail. Blocking samples loads each
+// row chunk once for all of them (the dot is bound by loads, two per
+// multiply, so a block of four nearly halves them); each sample's value is
+// the same, bit for bit, whatever block it is computed in.
 constexpr int64_t kBlock = 4;
 
-template <typename Vec>
+template <typename Vec, int64_t count>
 PYREID_ROW_INLINE void dot_block_lanes(const float* __restrict__ row, const float* const* xs, int64_t dim,
                                        float* out) {
   constexpr int64_t W = sizeof(Vec) / sizeof(float), A = kLanes / W;
-  Vec acc[kBlock][A] = {};
+  Vec acc[count][A] = {};
   int64_t d = 0;
   for (; d + kLanes <= dim; d += kLanes) {
     for (int64_t a = 0; a < A; ++a) {
       Vec r;
       std::memcpy(&r, row + d + a * W, sizeof(Vec));
-      for (int64_t j = 0; j < kBlock; ++j) {
+      for (int64_t j = 0; j < count; ++j) {
         Vec v;
         std::memcpy(&v, xs[j] + d + a * W, sizeof(Vec));
         acc[j][a] += r * v;
       }
     }
   }
-  for (int64_t j = 0; j < kBlock; ++j) {
+  for (int64_t j = 0; j < count; ++j) {
     float total = reduce_lanes(acc[j]);
     for (int64_t t = d; t < dim; ++t) total += row[t] * xs[j][t];
     out[j] = total;
   }
+}
+
+template <typename Vec>
+PYREID_ROW_INLINE float dot_lanes(const float* __restrict__ row, const float* __restrict__ x, int64_t dim) {
+  const float* const xs[1] = {x};
+  float out;
+  dot_block_lanes<Vec, 1>(row, xs, dim, &out);
+  return out;
 }
 
 // row <- normalise(m * row + (1 - m) * x), x already float32. The rows never
@@ -156,7 +147,7 @@ float dot_sse(const float* __restrict__ row, const float* __restrict__ x, int64_
 }
 
 void dot_block_sse(const float* __restrict__ row, const float* const* xs, int64_t dim, float* out) {
-  dot_block_lanes<Float4>(row, xs, dim, out);
+  dot_block_lanes<Float4, kBlock>(row, xs, dim, out);
 }
 
 void update_row_sse(float* __restrict__ row, const float* __restrict__ x, int64_t dim, float momentum) {
@@ -171,7 +162,7 @@ __attribute__((target("avx"))) float dot_avx(const float* __restrict__ row, cons
 
 __attribute__((target("avx"))) void dot_block_avx(const float* __restrict__ row, const float* const* xs,
                                                   int64_t dim, float* out) {
-  dot_block_lanes<Float8>(row, xs, dim, out);
+  dot_block_lanes<Float8, kBlock>(row, xs, dim, out);
 }
 
 __attribute__((target("avx"))) void update_row_avx(float* __restrict__ row, const float* __restrict__ x, int64_t dim,
