@@ -11,11 +11,10 @@ from typing import Optional, Tuple
 import torch
 
 from pyreid.ops.knn import knn
+from pyreid.ops.knn_row_max import knn_row_max
 from pyreid.ops.kreciprocal_sets import kreciprocal_sets
-from pyreid.ops.kreciprocal_weights import kreciprocal_weights
+from pyreid.ops.kreciprocal_weights import VARIANTS, kreciprocal_weights
 from pyreid.ops.pairwise_distance import pairwise_distance
-
-VARIANTS = ("cluster", "original")
 
 # Elements of one distance tile when computing row maxima.
 _TILE_ELEMENTS = 1 << 24
@@ -96,7 +95,10 @@ def kreciprocal_encoding(
     ``neighbors``: the lists if the caller already has them (as ``knn`` orders them).
     """
     columns = k1 if variant == "cluster" else k1 + 1
-    if neighbors is None:
+    if neighbors is None and variant == "original" and row_max is None and x.device.type == "cpu":
+        # One pass gives the lists and the row maxima (each pair once), as in re_ranking.
+        _, neighbors, row_max = knn_row_max(x, k=columns, metric="sqeuclidean")
+    elif neighbors is None:
         _, neighbors = knn(x, k=columns, metric="sqeuclidean")
     crow, col = kreciprocal_sets(neighbors, k1)
     if variant == "original" and row_max is None:

@@ -6,7 +6,8 @@ import torch
 
 __all__ = ["kreciprocal_weights"]
 
-_VARIANTS = ("cluster", "original")
+# The two encodings: Cluster-Contrast's and the re-ranking paper's.
+VARIANTS = ("cluster", "original")
 
 
 def kreciprocal_weights(
@@ -41,7 +42,7 @@ def kreciprocal_weights(
 @torch.library.register_fake("pyreid::kreciprocal_weights")
 def _kreciprocal_weights_fake(x, crow, col, variant, row_max):
     op = "kreciprocal_weights"
-    torch._check(variant in _VARIANTS, lambda: f"{op}: unknown variant '{variant}'; expected 'cluster' or 'original'")
+    torch._check(variant in VARIANTS, lambda: f"{op}: unknown variant '{variant}'; expected 'cluster' or 'original'")
     torch._check(x.dim() == 2, lambda: f"{op}: x must be a 2-D tensor, got {x.dim()}-D with shape {tuple(x.shape)}")
     torch._check(
         x.dtype in (torch.float32, torch.float64), lambda: f"{op}: x must be float32 or float64, got {x.dtype}"
