@@ -1,11 +1,12 @@
 // Arithmetic of the k-reciprocal encoding shared by the CPU and CUDA kernels
-// (kreciprocal_sets, kreciprocal_jaccard), so the CPU tests run the exact
+// (kreciprocal_sets, kreciprocal_weights, kreciprocal_jaccard), so the CPU tests run the exact
 // rules the GPU runs. Definitions: DESIGN.md, "k-reciprocal sets".
 #pragma once
 
 #include <cstdint>
+#include <string>
 
-#include "common/distance.h"  // PYREID_HOST_DEVICE
+#include "common/distance.h"  // PYREID_HOST_DEVICE, TORCH_CHECK
 
 namespace pyreid {
 
@@ -40,6 +41,30 @@ PYREID_HOST_DEVICE bool expansion_accepts(int64_t overlap, int64_t candidate_siz
 PYREID_HOST_DEVICE float jaccard_from_overlap(float s) {
   const float d = 1.0f - s / (2.0f - s);
   return d > 0.0f ? d : 0.0f;
+}
+
+// The weights of the encoding (kreciprocal_weights): the two variants.
+enum class EncodingVariant : int { Cluster = 0, Original = 1 };
+
+inline EncodingVariant parse_encoding_variant(const std::string& name, const char* op) {
+  if (name == "cluster") return EncodingVariant::Cluster;
+  if (name == "original") return EncodingVariant::Original;
+  TORCH_CHECK(false, op, ": unknown variant '", name, "'; expected 'cluster' or 'original'");
+}
+
+// The softmax logit -d_ij of one pair, from <x_i, x_j> ("cluster") or
+// |x_i - x_j|^2 ("original"); `row_scale` is max(row_max_i, tiny).
+template <typename T>
+PYREID_HOST_DEVICE T weight_logit(EncodingVariant variant, T dot_or_sqdist, T row_scale) {
+  if (variant == EncodingVariant::Cluster) return -(T(2) - T(2) * dot_or_sqdist);
+  return -(dot_or_sqdist / row_scale);
+}
+
+// max(row_max_i, tiny): a point whose farthest neighbour is itself (all
+// points equal) must not divide by zero.
+template <typename T>
+PYREID_HOST_DEVICE T row_scale_of(T row_max, T tiny) {
+  return row_max > tiny ? row_max : tiny;
 }
 
 }  // namespace pyreid

@@ -14,7 +14,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/kreciprocal_weights.h"
+#include "common/kreciprocal.h"
+#include "common/kreciprocal_checks.h"
 
 namespace pyreid {
 namespace {

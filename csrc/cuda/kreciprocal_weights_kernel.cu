@@ -16,7 +16,8 @@
 #include <torch/library.h>
 
 #include "common/cuda_helpers.cuh"
-#include "common/kreciprocal_weights.h"
+#include "common/kreciprocal.h"
+#include "common/kreciprocal_checks.h"
 
 namespace pyreid {
 namespace {
