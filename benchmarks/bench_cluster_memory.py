@@ -21,7 +21,7 @@ Before timing, each loop is checked to give the op's memory. On a shared
 machine, PYREID_BENCH_THREADS=1 runs everything on one intra-op thread: the
 loops' small torch ops then no longer stall on a busy second core (which
 inflates their times, and so the ratios, under load). The GPU case
-times forward + backward of pyreid.nn.ClusterMemory.
+times forward + backward of pyreid.losses.ClusterMemory.
 """
 
 import os
@@ -103,7 +103,7 @@ def test_cluster_memory_forward_backward_cuda(benchmark, mode):
     benchmark.group = f"ClusterMemory cuda forward+backward {mode} B={B} D={D} K={K}"
     memory, inputs, targets = make_inputs("pk", device="cuda")
     _check_once(memory, inputs, targets, mode)
-    module = pyreid.nn.ClusterMemory.from_centroids(memory, mode=mode)
+    module = pyreid.losses.ClusterMemory.from_centroids(memory, mode=mode)
     x = inputs.clone().requires_grad_()
 
     def step():

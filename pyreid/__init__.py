@@ -5,9 +5,9 @@
 >>> dist, idx = pyreid.ops.knn(x, k=10)
 """
 
-from pyreid import cluster, data, evaluation, models, nn, ops
+from pyreid import cluster, data, evaluation, losses, models, nn, ops
 from pyreid._extension import build_info
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "cluster", "data", "evaluation", "models", "nn", "ops", "__version__"]
+__all__ = ["build_info", "cluster", "data", "evaluation", "losses", "models", "nn", "ops", "__version__"]

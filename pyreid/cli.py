@@ -1,19 +1,28 @@
 """The ``pyreid`` command: ``pyreid <subcommand> ...`` (also ``python -m pyreid``).
 
 Each subcommand registers its own parser in ``_SUBCOMMANDS`` and runs through a
-``_run_<name>(args)`` function, so adding ``train``, ``eval`` or ``demo`` is one
-``add_<name>_parser`` function and one line in the table below.
+``_run_<name>(args)`` function: adding one is an ``add_<name>_parser`` function
+and one line in the table below.
 
-Example:
+Examples:
     $ pyreid synth --out data/synthetic --ids-train 100 --ids-test 100 --cameras 6 --seed 0
+    $ pyreid train supervised --config supervised_synthetic_cpu --data-root data/synthetic --out runs/sup
+    $ pyreid train supervised --out runs/sup --resume
+    $ pyreid eval --checkpoint runs/sup/best.pth --rerank --plots
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import sys
 import time
+import typing
 from typing import Callable, List, Optional
+
+# Errors a user can act on: printed as one line, without a traceback.
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError)
 
 
 def add_synth_parser(subparsers) -> None:
@@ -59,8 +68,130 @@ def _run_synth(args) -> int:
     return 0
 
 
-# One function per subcommand, each adding its parser; train, eval and demo add a line here.
-_SUBCOMMANDS: List[Callable] = [add_synth_parser]
+def _flag_type(tp):
+    """argparse keyword arguments for a config field of type ``tp``."""
+    from pyreid.training.config import _strip_optional
+
+    base, optional = _strip_optional(tp)
+    if base is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(base) in (list, List):
+        (item,) = typing.get_args(base)
+        return {"nargs": "+", "type": item, "metavar": item.__name__.upper()}
+    if optional:  # "none" is a value: e.g. --margin none for the soft margin
+        def parse(text, _base=base):
+            return None if text.lower() in ("none", "null") else _base(text)
+
+        parse.__name__ = base.__name__
+        return {"type": parse, "metavar": f"{base.__name__.upper()}|none"}
+    return {"type": base, "metavar": base.__name__.upper()}
+
+
+def _add_dataclass_flags(parser, cls, prefix: str, skip=()) -> None:
+    """One ``--flag`` per field of the config dataclass ``cls``, defaulting to "not given"."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = "none" if default is None else " ".join(map(str, default)) if isinstance(default, list) else default
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=prefix + f.name, default=None,
+                            help=f"{f.metadata.get('help', '')} (default: {shown})", **_flag_type(hints[f.name]))
+
+
+def add_train_parser(subparsers) -> None:
+    from pyreid.algorithms import ALGORITHMS
+    from pyreid.training.config import TrainConfig, shipped_configs
+
+    names = ", ".join(sorted(ALGORITHMS))
+    p = subparsers.add_parser(
+        "train", help=f"train a re-ID model ({names})",
+        description="Train a re-ID model. Settings come from the defaults, then --config (a shipped config's name "
+                    "or a YAML file), then the flags. The run writes metrics.json, checkpoint.pth (every epoch), "
+                    "best.pth, train.log and PNG plots to --out. Algorithms: "
+                    + "; ".join(f"{n} ({(ALGORITHMS[n].__doc__ or '').strip().splitlines()[0].rstrip('.')})" for n in sorted(ALGORITHMS))
+                    + f". Shipped configs: {', '.join(shipped_configs())}.")
+    algos = p.add_subparsers(dest="algorithm", metavar="ALGO", title="algorithms")
+    algos.required = True
+    for name in sorted(ALGORITHMS):
+        cls = ALGORITHMS[name]
+        a = algos.add_parser(name, help=(cls.__doc__ or "").strip().splitlines()[0],
+                             description=(sys.modules[cls.__module__].__doc__ or "").strip(),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        a.add_argument("--config", help="a shipped config's name (" + ", ".join(
+            c for c in shipped_configs() if c.startswith(name.replace("-", "_"))) + ") or a YAML file")
+        _add_dataclass_flags(a.add_argument_group("run settings"), TrainConfig, "cfg__", skip=("algorithm",))
+        _add_dataclass_flags(a.add_argument_group(f"{name} options"), cls.Options, "opt__")
+        a.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+    p.set_defaults(run=_run_train)
+
+
+def _user_error(command: str, e: BaseException, verbose: bool) -> int:
+    if verbose:
+        raise e
+    print(f"pyreid {command}: error: {e}", file=sys.stderr)
+    return 2
+
+
+def _run_train(args) -> int:
+    from pyreid.models.backbone import PretrainedWeightsUnavailable
+    from pyreid.training import CheckpointError, NonFiniteLossError, train
+
+    values = vars(args)
+    overrides = {k[5:]: v for k, v in values.items() if k.startswith("cfg__") and v is not None}
+    options = {k[5:]: v for k, v in values.items() if k.startswith("opt__") and v is not None}
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        train(args.algorithm, config=args.config, options=options, **overrides)
+    except (CheckpointError, NonFiniteLossError, PretrainedWeightsUnavailable, *_USER_ERRORS) as e:
+        return _user_error("train", e, args.verbose)
+    except KeyboardInterrupt:
+        print("pyreid train: interrupted; the last finished epoch's checkpoint is kept (continue with --resume)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def add_eval_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate a saved model (mAP, rank-1/5/10, mINP)",
+        description="Score a pyreid checkpoint (checkpoint.pth or best.pth) on the query/gallery split of the "
+                    "data set it was trained on (or --dataset/--data-root). Prints the scores and writes "
+                    "eval[_rerank][_flip].json (and with --plots the CMC curve and ranked lists) to --out.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pth or best.pth of a pyreid run")
+    p.add_argument("--dataset", help="data set name (default: the run's)")
+    p.add_argument("--data-root", help="data set folder (default: the run's)")
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
+    p.add_argument("--flip", action="store_true", help="average each image's features with its mirror's")
+    p.add_argument("--plots", action="store_true", help="write the CMC curve and ranked lists as PNG")
+    p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per extraction batch (default: 128)")
+    p.add_argument("--workers", type=int, default=4, help="data loader workers (default: 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+    p.set_defaults(run=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from pyreid.training import CheckpointError
+    from pyreid.training.evaluate import evaluate_checkpoint
+
+    try:
+        r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_root=args.data_root, rerank=args.rerank,
+                                flip=args.flip, plots=args.plots, out=args.out, device=args.device,
+                                batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
+    except (CheckpointError, *_USER_ERRORS) as e:
+        return _user_error("eval", e, args.verbose)
+    print(f"{r['dataset']} ({r['num_query']} query, {r['num_gallery']} gallery), epoch {r['epoch']}"
+          f"{', re-ranked' if r['rerank'] else ''}{', flip' if r['flip'] else ''}:")
+    print("  " + "  ".join(f"{k} {100 * r[k]:.1f}%" for k in ("mAP", "rank1", "rank5", "rank10", "mINP")))
+    print(f"  written: {r['written']}")
+    return 0
+
+
+# One function per subcommand, each adding its parser.
+_SUBCOMMANDS: List[Callable] = [add_train_parser, add_eval_parser, add_synth_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

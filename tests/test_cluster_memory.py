@@ -24,7 +24,7 @@ def make_batch(b, k, d, seed=0, device="cpu"):
 @pytest.mark.parametrize("b", [1, 7, 64])
 def test_loss_and_gradient_match_plain_autograd_then_memory_is_updated(device, mode, b):
     centroids, x, targets = make_batch(b, 12, 16, seed=b, device=device)
-    memory = pyreid.nn.ClusterMemory.from_centroids(centroids, temp=0.05, momentum=0.2, mode=mode)
+    memory = pyreid.losses.ClusterMemory.from_centroids(centroids, temp=0.05, momentum=0.2, mode=mode)
     before = memory.features.clone()
     assert torch.allclose(before.norm(dim=1), torch.ones(12, device=device))
 
@@ -48,7 +48,7 @@ def test_loss_and_gradient_match_plain_autograd_then_memory_is_updated(device, m
 
 def test_float64_inputs_are_accepted_and_float64_memory_refused():
     centroids, x, targets = make_batch(5, 4, 3, seed=1)
-    memory = pyreid.nn.ClusterMemory.from_centroids(centroids)
+    memory = pyreid.losses.ClusterMemory.from_centroids(centroids)
     x64 = x.double().requires_grad_()
     memory(x64, targets).backward()
     assert x64.grad.dtype == torch.float64 and memory.features.dtype == torch.float32
@@ -59,7 +59,7 @@ def test_float64_inputs_are_accepted_and_float64_memory_refused():
 
 def test_input_gradient_uses_the_memory_before_the_update():
     centroids, x, targets = make_batch(32, 3, 8, seed=2)
-    memory = pyreid.nn.ClusterMemory.from_centroids(centroids, momentum=0.0)
+    memory = pyreid.losses.ClusterMemory.from_centroids(centroids, momentum=0.0)
     before = memory.features.clone()
     x = x.requires_grad_()
     memory(x, targets).backward()
@@ -72,7 +72,7 @@ def test_input_gradient_uses_the_memory_before_the_update():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs(dtype):
     centroids, x, targets = make_batch(40, 10, 32, seed=3)
-    memory = pyreid.nn.ClusterMemory.from_centroids(centroids)
+    memory = pyreid.losses.ClusterMemory.from_centroids(centroids)
     before = memory.features.clone()
     x = x.to(dtype).requires_grad_()
     memory(x, targets).backward()
@@ -83,7 +83,7 @@ def test_half_precision_inputs(dtype):
 
 
 def test_load_centroids_normalises_and_resizes():
-    memory = pyreid.nn.ClusterMemory(8, 4)
+    memory = pyreid.losses.ClusterMemory(8, 4)
     assert memory.features.shape == (4, 8) and (memory.features == 0).all()
     memory.load_centroids_(3 * torch.randn(6, 8))
     assert memory.features.shape == (6, 8) and memory.num_samples == 6
@@ -94,11 +94,11 @@ def test_load_centroids_normalises_and_resizes():
 
 def test_constructor_errors():
     with pytest.raises(ValueError, match="unknown mode 'median'"):
-        pyreid.nn.ClusterMemory(8, 4, mode="median")
+        pyreid.losses.ClusterMemory(8, 4, mode="median")
     with pytest.raises(ValueError, match="momentum must be in \\[0, 1\\]"):
-        pyreid.nn.ClusterMemory(8, 4, momentum=2.0)
+        pyreid.losses.ClusterMemory(8, 4, momentum=2.0)
     with pytest.raises(ValueError, match="temp must be positive"):
-        pyreid.nn.ClusterMemory(8, 4, temp=0.0)
+        pyreid.losses.ClusterMemory(8, 4, temp=0.0)
 
 
 @pytest.mark.parametrize("use_hard", [False, True])
@@ -141,7 +141,7 @@ def _distributed_worker(rank, world, port, centroids, inputs, targets, sizes, ou
         start = sum(sizes[:rank])
         for mode in ("momentum", "hard"):
             x = inputs[start : start + sizes[rank]].clone().requires_grad_()
-            memory = pyreid.nn.ClusterMemory.from_centroids(centroids, momentum=0.2, mode=mode)
+            memory = pyreid.losses.ClusterMemory.from_centroids(centroids, momentum=0.2, mode=mode)
             memory(x, targets[start : start + sizes[rank]]).backward()
             torch.save(memory.features, os.path.join(out_dir, f"{mode}_rank{rank}.pt"))
     finally:
@@ -161,10 +161,19 @@ def test_distributed_memories_stay_identical_and_see_every_rank(tmp_path):
         join=True,
     )
     for mode in ("momentum", "hard"):
-        single = pyreid.nn.ClusterMemory.from_centroids(centroids, momentum=0.2, mode=mode)
+        single = pyreid.losses.ClusterMemory.from_centroids(centroids, momentum=0.2, mode=mode)
         single(inputs.clone().requires_grad_(), targets).backward()  # the concatenated batch in one process
         rank0 = torch.load(tmp_path / f"{mode}_rank0.pt")
         rank1 = torch.load(tmp_path / f"{mode}_rank1.pt")
         assert torch.equal(rank0, rank1)
         assert torch.allclose(rank0, single.features, atol=1e-6)
         assert not torch.allclose(rank0, F.normalize(centroids, dim=1), atol=1e-3)
+
+
+def test_old_pyreid_nn_names_still_work():
+    import pyreid.nn.ise
+    from pyreid.nn.cluster_memory import ClusterMemory
+
+    assert pyreid.nn.ClusterMemory is ClusterMemory is pyreid.losses.ClusterMemory
+    assert pyreid.nn.ise.support_samples is pyreid.losses.support_samples
+    assert pyreid.nn.label_preserving_loss is pyreid.losses.ise.label_preserving_loss

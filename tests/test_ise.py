@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pyreid.nn.ise import ise_lambda, label_preserving_loss, support_samples
+from pyreid.losses.ise import ise_lambda, label_preserving_loss, support_samples
 
 
 def make(b=12, k=6, d=10, seed=0):

@@ -125,3 +125,31 @@ def test_torchvision_state_dict_loads_into_the_backbone(tmp_path):
     assert model.load_report.unexpected_keys == ["backbone.fc.bias", "backbone.fc.weight"]
     assert all(k.startswith("neck.") for k in model.load_report.missing_keys)
     assert torch.equal(model.backbone.layer4[1].conv2.weight, net.layer4[1].conv2.weight)
+
+
+def test_metric_learning_head_and_build_args():
+    """dropout -> 128-d linear -> BN -> unit vectors, in train and eval mode; build_args rebuild the model."""
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v2", embedding_dim=128, embedding_dropout=0.5, neck="none", normalize=True)
+    assert isinstance(model.embedding[0], torch.nn.Dropout) and model.embedding[0].p == 0.5
+    assert isinstance(model.embedding[1], torch.nn.Linear) and model.embedding[1].out_features == 128
+    assert isinstance(model.embedding[2], torch.nn.BatchNorm1d)
+    images = torch.randn(4, 3, 128, 64)
+    out = model(images)
+    assert out.neck_features.shape == (4, 128) and out.logits is None
+    torch.testing.assert_close(out.neck_features.norm(dim=1), torch.ones(4))
+    model.eval()
+    with torch.no_grad():
+        feats = model(images)
+        torch.testing.assert_close(feats.norm(dim=1), torch.ones(4))
+        # Eval mode: no dropout, so the output is the normalised BN'd linear map of the pooled features.
+        pooled = model.pool(model.backbone(images))
+        expected = torch.nn.functional.normalize(model.embedding[2](model.embedding[1](pooled)), dim=1)
+        torch.testing.assert_close(feats, expected)
+    again = build_model(**model.build_args)
+    again.load_state_dict(model.state_dict())  # same architecture, strict
+    assert model.build_args["normalize"] is True and model.build_args["embedding_dropout"] == 0.5
+    with pytest.raises(ValueError, match="embedding_dropout needs an embedding layer"):
+        build_model("resnet18", embedding_dropout=0.3)
+    with pytest.raises(ValueError, match=r"embedding_dropout must be in \[0, 1\)"):
+        build_model("resnet18", embedding_dim=8, embedding_dropout=1.0)

@@ -179,7 +179,47 @@ def test_train_loader_batches(tmp_path):
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, run(1)))
     camera_aware = build_train_loader(items, batch_size=6, num_instances=3, iters=2, height=64, width=32,
                                       num_workers=0, camera_aware=True)
-    assert isinstance(camera_aware.sampler, CameraAwareIdentitySampler)
+    assert isinstance(camera_aware.sampler.sampler, CameraAwareIdentitySampler)
+
+
+def test_train_loader_augmentation_depends_on_seed_and_epoch_only(tmp_path):
+    """Augmentation is seeded per draw: 0 or 2 workers, any global RNG state, the same images;
+    set_epoch replays an epoch (what resuming a run relies on)."""
+    items = _image_tree(tmp_path, [3, 4, 2, 5])
+
+    def epoch(num_workers, e, global_seed):
+        torch.manual_seed(global_seed)
+        loader = build_train_loader(items, batch_size=6, num_instances=3, iters=3, height=64, width=32,
+                                    num_workers=num_workers, seed=5)
+        loader.sampler.set_epoch(e)
+        return [b[0] for b in loader]
+
+    reference = epoch(0, 2, global_seed=0)
+    for other in (epoch(2, 2, global_seed=1), epoch(0, 2, global_seed=7)):
+        assert all(torch.equal(a, b) for a, b in zip(reference, other))
+    assert not all(torch.equal(a, b) for a, b in zip(reference, epoch(0, 3, global_seed=0)))
+    # The caller's generator is left alone.
+    torch.manual_seed(3)
+    expected = torch.rand(1)
+    torch.manual_seed(3)
+    epoch(0, 0, global_seed=3)
+    torch.manual_seed(3)
+    assert torch.equal(torch.rand(1), expected)
+
+
+@pytest.mark.parametrize("sampler_cls", [RandomIdentitySampler, CameraAwareIdentitySampler])
+def test_ranks_split_the_global_batch(sampler_cls):
+    items = _items([5, 3, 6, 2, 4, 7, 3, 5])
+    kwargs = dict(batch_size=8, num_instances=2, iters=5, seed=3)
+    whole = list(sampler_cls(items, **kwargs))
+    shards = [list(sampler_cls(items, rank=r, world_size=2, **kwargs)) for r in range(2)]
+    assert all(len(s) == len(whole) // 2 for s in shards)
+    for b in range(5):  # each global batch = rank 0's half then rank 1's half
+        assert whole[8 * b:8 * b + 8] == shards[0][4 * b:4 * b + 4] + shards[1][4 * b:4 * b + 4]
+    with pytest.raises(ValueError, match="split evenly across 3 processes"):
+        sampler_cls(items, rank=0, world_size=3, **kwargs)
+    with pytest.raises(ValueError, match="rank must be in"):
+        sampler_cls(items, rank=2, world_size=2, **kwargs)
 
 
 def test_test_loader_keeps_order(tmp_path):

@@ -1,6 +1,6 @@
 """Cluster-Contrast's ``ClusterMemory`` with its signature, backed by the fused update op."""
 
-from pyreid.nn.cluster_memory import ClusterMemory as _ClusterMemory
+from pyreid.losses.cluster_memory import ClusterMemory as _ClusterMemory
 
 __all__ = ["ClusterMemory"]
 

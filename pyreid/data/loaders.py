@@ -9,17 +9,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Callable, Optional, Tuple
+from collections.abc import Iterator, Sequence
+from typing import Callable, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pyreid.data.samplers import CameraAwareIdentitySampler, RandomIdentitySampler
 from pyreid.data.transforms import build_transforms
 
-__all__ = ["ImageDataset", "read_image", "build_train_loader", "build_test_loader"]
+__all__ = ["ImageDataset", "SeededSampler", "read_image", "build_train_loader", "build_test_loader"]
 
 
 def read_image(path: str) -> Image.Image:
@@ -38,6 +39,12 @@ class ImageDataset(Dataset):
     state (pseudo labels, memory slots) and feature extraction can keep order.
     ``transform`` maps the PIL RGB image (for instance :func:`build_transforms`);
     without one the PIL image itself is returned.
+
+    The key may also be an ``(index, seed)`` pair (what :class:`SeededSampler`
+    yields): the transform's random draws then come from torch's generator
+    seeded with ``seed`` (the caller's generator state is left as it was), so
+    an image's augmentation depends on the seed alone, not on which worker
+    process or in which order it is loaded.
     """
 
     def __init__(self, items: Sequence[Tuple[str, int, int]], transform: Optional[Callable] = None):
@@ -47,38 +54,72 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: Union[int, Tuple[int, int]]):
+        index, seed = key if isinstance(key, tuple) else (key, None)
         path, pid, camid = self.items[index]
         img = read_image(path)
         if self.transform is not None:
-            img = self.transform(img)
+            if seed is None:
+                img = self.transform(img)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    img = self.transform(img)
         return img, pid, camid, index
+
+
+class SeededSampler(Sampler):
+    """Wraps an index sampler to yield ``(index, seed)``: one augmentation seed per draw.
+
+    The seeds of epoch e are drawn from ``(seed, e)``, so a training epoch's
+    images, augmentation included, are a function of the seed and the epoch
+    number: the same with 0 or 8 workers, and the same when a run resumed at
+    epoch e replays it. ``set_epoch`` is forwarded to the wrapped sampler.
+    """
+
+    def __init__(self, sampler: Sampler, seed: int = 0):
+        self.sampler = sampler
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        epoch = getattr(self.sampler, "epoch", 0)
+        seeds = np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**62, size=len(self.sampler))
+        for index, seed in zip(self.sampler, seeds.tolist()):
+            yield int(index), seed
 
 
 def build_train_loader(items: Sequence[Tuple[str, int, int]], batch_size: int = 64, num_instances: int = 4,
                        iters: int = 200, *, height: int = 256, width: int = 128, transform: Optional[Callable] = None,
                        camera_aware: bool = False, num_workers: int = 4, seed: int = 0,
-                       pin_memory: bool = False) -> DataLoader:
+                       pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
     """A loader of ``iters`` PK batches per epoch (P = batch_size / num_instances identities x K).
 
     ``camera_aware`` picks :class:`CameraAwareIdentitySampler` (Cluster-Contrast)
     instead of :class:`RandomIdentitySampler`. ``transform`` defaults to the
     training transforms at height x width. ``seed`` fixes the sampled indices
-    (``loader.sampler.set_epoch(e)`` replays epoch e) and, with
-    ``num_workers > 0``, the workers' augmentation; with ``num_workers=0``
-    augmentation draws from torch's global generator (``torch.manual_seed``).
+    and every image's augmentation (:class:`SeededSampler`), whatever
+    ``num_workers``: ``loader.sampler.set_epoch(e)`` replays epoch e exactly.
+    ``batch_size`` is the global batch; with ``world_size > 1`` this process
+    loads its ``batch_size / world_size`` share of each (see the samplers).
     """
     sampler_cls = CameraAwareIdentitySampler if camera_aware else RandomIdentitySampler
-    sampler = sampler_cls(items, batch_size=batch_size, num_instances=num_instances, iters=iters, seed=seed)
+    sampler = sampler_cls(items, batch_size=batch_size, num_instances=num_instances, iters=iters, seed=seed,
+                          rank=rank, world_size=world_size)
     transform = transform if transform is not None else build_transforms(height, width, train=True)
     return DataLoader(
         ImageDataset(items, transform),
-        batch_size=batch_size,
-        sampler=sampler,
+        batch_size=batch_size // world_size,
+        sampler=SeededSampler(sampler, seed),
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=True,
-        # Fixes the workers' (and the main process') augmentation seeds.
+        # Augmentation is seeded per draw; this only keeps torch's worker seeding off the global generator.
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=num_workers > 0,
     )

@@ -21,6 +21,12 @@ Both are deterministic: epoch ``e`` of a sampler built with ``seed`` always
 yields the same indices (``set_epoch`` picks the epoch; otherwise each
 ``iter()`` moves on to the next one).
 
+Under ``torch.distributed`` each of ``world_size`` processes builds the same
+sampler with its ``rank``: all draw the same global batches from the shared
+seed, and rank r yields the r-th of ``world_size`` equal slices of each (whole
+identities: P / world_size of them x K), so the global batch is what one
+process would have drawn.
+
 Example:
     >>> items = [("a.jpg", 0, 0), ("b.jpg", 0, 1), ("c.jpg", 1, 0), ("d.jpg", 1, 1)]
     >>> sampler = RandomIdentitySampler(items, batch_size=4, num_instances=2, iters=3, seed=0)
@@ -58,18 +64,28 @@ class RandomIdentitySampler(Sampler[int]):
         num_instances: K, images per identity. An identity with fewer than K
             images contributes all of them plus random repeats (with
             replacement); one with more contributes K distinct ones.
-        iters: batches per epoch, so ``len(sampler) == iters * batch_size``.
+        iters: batches per epoch, so ``len(sampler) == iters * batch_size / world_size``.
         seed: with the epoch number, fixes every index drawn.
+        rank, world_size: this process's share of each global batch (see the
+            module docstring); P must be a multiple of ``world_size``.
     """
 
     def __init__(self, items: Sequence[Tuple[str, int, int]], batch_size: int, num_instances: int,
-                 iters: int, seed: int = 0):
+                 iters: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         if num_instances < 1 or batch_size < num_instances or batch_size % num_instances:
             raise ValueError(
                 f"batch_size ({batch_size}) must be a positive multiple of num_instances ({num_instances})"
             )
         if iters < 1:
             raise ValueError(f"iters must be >= 1, got {iters}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank {rank}, world_size {world_size}")
+        if (batch_size // num_instances) % world_size:
+            raise ValueError(
+                f"the {batch_size // num_instances} identities of a batch (batch_size {batch_size} / num_instances "
+                f"{num_instances}) must split evenly across {world_size} processes"
+            )
+        self.rank, self.world_size = rank, world_size
         self.batch_size = batch_size
         self.num_instances = num_instances
         self.num_pids_per_batch = batch_size // num_instances
@@ -90,7 +106,7 @@ class RandomIdentitySampler(Sampler[int]):
             )
 
     def __len__(self) -> int:
-        return self.iters * self.batch_size
+        return self.iters * self.batch_size // self.world_size
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` yield epoch ``epoch``'s indices."""
@@ -100,9 +116,12 @@ class RandomIdentitySampler(Sampler[int]):
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         queue: List[int] = []
+        share = self.num_pids_per_batch // self.world_size
         for _ in range(self.iters):
-            for pid in self._draw_identities(queue, rng):
-                yield from self._instances(self.index_by_pid[pid], rng).tolist()
+            # Every rank draws the whole batch (same generator state), then keeps its slice.
+            batch = [self._instances(self.index_by_pid[pid], rng) for pid in self._draw_identities(queue, rng)]
+            for instances in batch[self.rank * share:(self.rank + 1) * share]:
+                yield from instances.tolist()
 
     def _draw_identities(self, queue: List[int], rng: np.random.Generator) -> List[int]:
         """P distinct identities from the front of a queue refilled with fresh permutations."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pyreid.models.backbone import build_backbone
@@ -39,19 +40,26 @@ class ReIDModel(nn.Module):
     """
 
     def __init__(self, body: nn.Module, channels: int, pooling: str = "avg", neck: str = "bn",
-                 embedding_dim: int = 0, num_classes: int = 0):
+                 embedding_dim: int = 0, num_classes: int = 0, embedding_dropout: float = 0.0,
+                 normalize: bool = False):
         super().__init__()
         if neck not in ("bn", "none"):
             raise ValueError(f"build_model: unknown neck '{neck}'; expected 'bn' or 'none'")
         if embedding_dim < 0 or num_classes < 0:
             raise ValueError(f"build_model: embedding_dim and num_classes must be >= 0, got {embedding_dim} "
                              f"and {num_classes}")
+        if not 0.0 <= embedding_dropout < 1.0:
+            raise ValueError(f"build_model: embedding_dropout must be in [0, 1), got {embedding_dropout}")
+        if embedding_dropout > 0 and embedding_dim == 0:
+            raise ValueError("build_model: embedding_dropout needs an embedding layer (embedding_dim > 0)")
         self.backbone = body
         self.pool = build_pooling(pooling)
         if embedding_dim > 0:
-            self.embedding = nn.Sequential(nn.Linear(channels, embedding_dim), nn.BatchNorm1d(embedding_dim))
-            nn.init.kaiming_normal_(self.embedding[0].weight, mode="fan_out")
-            nn.init.zeros_(self.embedding[0].bias)
+            linear = nn.Linear(channels, embedding_dim)
+            nn.init.kaiming_normal_(linear.weight, mode="fan_out")
+            nn.init.zeros_(linear.bias)
+            layers = [nn.Dropout(embedding_dropout)] if embedding_dropout > 0 else []
+            self.embedding = nn.Sequential(*layers, linear, nn.BatchNorm1d(embedding_dim))
             self.feature_dim = embedding_dim
         else:
             self.embedding = None
@@ -68,12 +76,15 @@ class ReIDModel(nn.Module):
             nn.init.normal_(self.classifier.weight, std=0.001)
         else:
             self.classifier = None
+        self.normalize = normalize
 
     def forward(self, images: torch.Tensor) -> Union[torch.Tensor, ReIDOutput]:
         features = self.pool(self.backbone(images))
         if self.embedding is not None:
             features = self.embedding(features)
         neck_features = self.neck(features)
+        if self.normalize:
+            neck_features = F.normalize(neck_features, dim=1)
         if not self.training:
             return neck_features
         logits = self.classifier(neck_features) if self.classifier is not None else None
@@ -125,7 +136,7 @@ def load_weights(model: ReIDModel, path: Union[str, os.PathLike]) -> LoadReport:
 
 def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optional[Union[str, os.PathLike]] = None,
                 pooling: str = "avg", last_stride: int = 1, neck: str = "bn", embedding_dim: int = 0,
-                num_classes: int = 0) -> ReIDModel:
+                num_classes: int = 0, embedding_dropout: float = 0.0, normalize: bool = False) -> ReIDModel:
     """A re-ID model on a torchvision backbone.
 
     Args:
@@ -144,6 +155,16 @@ def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optio
         embedding_dim: > 0 adds a Linear + BatchNorm1d embedding to that size
             after pooling (off by default: it scored lower in our comparisons).
         num_classes: > 0 adds a bias-free linear classifier on the neck features.
+        embedding_dropout: dropout before the embedding's linear layer (needs
+            ``embedding_dim > 0``).
+        normalize: L2-normalise the output features (train and eval). With
+            ``embedding_dim=128, embedding_dropout=0.5, neck="none"`` this is
+            the classic metric-learning head: dropout -> 128-d linear -> BN ->
+            unit vectors.
+
+    The keyword arguments (all but ``weights``) are kept in ``model.build_args``,
+    so ``build_model(**model.build_args)`` builds the same architecture again
+    (checkpoints store them).
 
     Example:
         >>> model = build_model("resnet18", num_classes=10)
@@ -155,6 +176,9 @@ def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optio
     """
     body, channels = build_backbone(arch, pretrained=pretrained, last_stride=last_stride)
     model = ReIDModel(body, channels, pooling=pooling, neck=neck, embedding_dim=embedding_dim,
-                      num_classes=num_classes)
+                      num_classes=num_classes, embedding_dropout=embedding_dropout, normalize=normalize)
+    model.build_args = dict(arch=arch, pretrained=False, pooling=pooling, last_stride=last_stride, neck=neck,
+                            embedding_dim=embedding_dim, num_classes=num_classes,
+                            embedding_dropout=embedding_dropout, normalize=normalize)
     model.load_report = load_weights(model, weights) if weights is not None else None
     return model

@@ -36,7 +36,7 @@ def cluster_memory_update_(
         mode: ``"momentum"`` or ``"hard"``.
 
     Not differentiable (it runs under ``torch.no_grad`` semantics; use
-    :class:`pyreid.nn.ClusterMemory` for the loss and its backward). On CUDA
+    :class:`pyreid.losses.ClusterMemory` for the loss and its backward). On CUDA
     the call never syncs with the host, so an out-of-range label there is a
     device-side assertion (as in PyTorch's indexing ops) rather than a Python
     error.

@@ -1,0 +1,148 @@
+"""The cluster-memory contrastive loss of Cluster-Contrast, with its update fused into one op."""
+
+from typing import Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from pyreid.ops.cluster_memory_update import MODES, cluster_memory_update_
+
+__all__ = ["ClusterMemory"]
+
+
+def _gather_from_all_ranks(inputs: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's (inputs, targets), concatenated in rank order.
+
+    Batches may differ in size between ranks: sizes are exchanged first and
+    each batch is padded to the largest for the all-gather, then trimmed.
+    """
+    world = dist.get_world_size()
+    size = torch.tensor([inputs.shape[0]], device=inputs.device)
+    sizes = [torch.empty_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    largest = max(sizes)
+    padded_inputs = inputs.new_zeros((largest, inputs.shape[1]))
+    padded_inputs[: inputs.shape[0]] = inputs
+    padded_targets = targets.new_zeros((largest,))
+    padded_targets[: targets.shape[0]] = targets
+    all_inputs = [torch.empty_like(padded_inputs) for _ in range(world)]
+    all_targets = [torch.empty_like(padded_targets) for _ in range(world)]
+    dist.all_gather(all_inputs, padded_inputs.contiguous())
+    dist.all_gather(all_targets, padded_targets.contiguous())
+    inputs = torch.cat([x[:n] for x, n in zip(all_inputs, sizes)])
+    targets = torch.cat([y[:n] for y, n in zip(all_targets, sizes)])
+    return inputs, targets
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _MemorySimilarity(torch.autograd.Function):
+    """``inputs @ memory.T``; its backward computes the input gradient with the
+    memory as it was, then updates the memory with the (normalised) inputs."""
+
+    @staticmethod
+    def forward(ctx, inputs, targets, memory, momentum, mode):
+        ctx.save_for_backward(inputs, targets, memory)
+        ctx.momentum, ctx.mode = momentum, mode
+        return inputs.to(memory.dtype) @ memory.t()
+
+    @staticmethod
+    def backward(ctx, grad_similarity):
+        inputs, targets, memory = ctx.saved_tensors
+        grad_inputs = None
+        if ctx.needs_input_grad[0]:
+            grad_inputs = (grad_similarity @ memory).to(inputs.dtype)
+        inputs, targets = inputs.detach(), targets.detach()
+        if inputs.dtype == torch.float64:  # the op reads float32/16 and bfloat16
+            inputs = inputs.float()
+        if _distributed():
+            # Every rank applies every rank's samples, in the same order, so
+            # the memories stay identical without broadcasting them.
+            inputs, targets = _gather_from_all_ranks(inputs, targets)
+        cluster_memory_update_(memory, inputs, targets, ctx.momentum, ctx.mode)
+        return grad_inputs, None, None, None, None
+
+
+class ClusterMemory(nn.Module):
+    """Cluster-Contrast's memory loss (Dai et al., "Cluster Contrast for
+    Unsupervised Person Re-Identification"): one L2-normalised centroid per
+    pseudo-identity, a temperature-scaled softmax over them, and a momentum
+    ("momentum") or hard-sample ("hard") update of the centroids in backward.
+
+    ``forward(inputs, targets)`` returns
+    ``cross_entropy(normalize(inputs) @ features.T / temp, targets)``. During
+    backward the input gradient uses ``features`` as it was in forward, then
+    ``features`` is updated in place by :func:`pyreid.ops.cluster_memory_update_`
+    with the normalised inputs (see it for the exact semantics of both modes).
+    Under ``torch.distributed`` the update uses the inputs of all ranks
+    (gathered in rank order), so every rank's memory stays identical.
+
+    Args:
+        num_features: D, the feature dimension.
+        num_samples: K, the number of clusters (rows of ``features``).
+        temp: softmax temperature (0.05 in Cluster-Contrast).
+        momentum: update momentum in [0, 1] (0.1-0.2 published).
+        mode: ``"momentum"`` or ``"hard"``.
+
+    ``features`` is a float32 buffer (K x D), zero until centroids are loaded:
+    assign it (``memory.features = F.normalize(centroids, dim=1)``), call
+    :meth:`load_centroids_`, or build the module with :meth:`from_centroids`.
+
+    Example:
+        >>> memory = pyreid.losses.ClusterMemory.from_centroids(torch.randn(10, 64))
+        >>> x = torch.randn(32, 64, requires_grad=True)
+        >>> memory(x, torch.randint(0, 10, (32,))).backward()   # also updates memory.features
+    """
+
+    def __init__(
+        self, num_features: int, num_samples: int, temp: float = 0.05, momentum: float = 0.2, mode: str = "momentum"
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"ClusterMemory: unknown mode '{mode}'; expected 'momentum' or 'hard'")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"ClusterMemory: momentum must be in [0, 1], got {momentum}")
+        if temp <= 0:
+            raise ValueError(f"ClusterMemory: temp must be positive, got {temp}")
+        self.num_features = num_features
+        self.num_samples = num_samples
+        self.temp = temp
+        self.momentum = momentum
+        self.mode = mode
+        self.register_buffer("features", torch.zeros(num_samples, num_features))
+
+    @classmethod
+    def from_centroids(
+        cls, centroids: torch.Tensor, temp: float = 0.05, momentum: float = 0.2, mode: str = "momentum"
+    ) -> "ClusterMemory":
+        """A memory holding the L2-normalised ``centroids`` (K x D), on their device."""
+        memory = cls(centroids.shape[1], centroids.shape[0], temp=temp, momentum=momentum, mode=mode)
+        return memory.to(centroids.device).load_centroids_(centroids)
+
+    @torch.no_grad()
+    def load_centroids_(self, centroids: torch.Tensor) -> "ClusterMemory":
+        """Replaces the memory with the L2-normalised ``centroids`` (K x D, any K:
+        the number of clusters changes every epoch); returns self."""
+        if centroids.dim() != 2 or centroids.shape[1] != self.num_features:
+            raise ValueError(
+                f"ClusterMemory: centroids must be K x {self.num_features}, got shape {tuple(centroids.shape)}"
+            )
+        self.features = F.normalize(centroids.detach().float(), dim=1).to(self.features.device)
+        self.num_samples = centroids.shape[0]
+        return self
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        inputs = F.normalize(inputs, dim=1)
+        similarity = _MemorySimilarity.apply(inputs, targets, self.features, self.momentum, self.mode)
+        return F.cross_entropy(similarity / self.temp, targets)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_features={self.num_features}, num_samples={self.num_samples}, temp={self.temp}, "
+            f"momentum={self.momentum}, mode={self.mode!r}"
+        )

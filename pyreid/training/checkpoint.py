@@ -1,0 +1,95 @@
+"""Training checkpoints: written atomically, read back with clear errors, RNG states included.
+
+A checkpoint is a dict with ``"format": "pyreid-checkpoint"``: the model's
+state and the arguments that rebuild it (``model_args``), the optimiser,
+scheduler and algorithm states, the epoch it ends, the random generators
+(torch, CUDA, numpy, python), the config and options, and the metrics history.
+It holds only tensors and plain Python values, so it loads with
+``torch.load(..., weights_only=True)``: opening a checkpoint never runs code.
+
+Writes go to a temporary file in the same folder, are flushed to disk, then
+renamed over the old file (``os.replace`` is atomic on POSIX and Windows): a
+run killed while writing leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_atomic", "load_checkpoint", "rng_state",
+           "set_rng_state"]
+
+FORMAT = "pyreid-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that is missing, truncated, corrupt or not pyreid's."""
+
+
+def save_atomic(obj: Any, path: str) -> None:
+    """``torch.save(obj, path)`` through a temporary file and a rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str, map_location: str = "cpu") -> Dict[str, Any]:
+    """Read a pyreid checkpoint; a :class:`CheckpointError` says what is wrong with any other file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
+        size = os.path.getsize(path)
+        raise CheckpointError(f"checkpoint {path} ({size} bytes) cannot be read: it is truncated or corrupt "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        what = f"a dict with keys {sorted(ckpt)[:8]}" if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{path} is not a pyreid training checkpoint (it holds {what}); to start a run from the weights "
+            "it holds, pass it as --weights FILE"
+        )
+    if ckpt.get("version", 0) > VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {ckpt['version']}; this pyreid reads up to "
+                              f"{VERSION}: upgrade pyreid")
+    return ckpt
+
+
+def rng_state() -> Dict[str, Any]:
+    """The states of every random generator a run draws from, as tensors and plain values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: Dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    return state
+
+
+def set_rng_state(state: Dict[str, Any], cuda: Optional[bool] = None) -> None:
+    """Restore what :func:`rng_state` captured (CUDA only when both sides have it)."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    use_cuda = torch.cuda.is_available() if cuda is None else cuda
+    if use_cuda and state.get("cuda") is not None and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

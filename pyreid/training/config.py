@@ -1,0 +1,247 @@
+"""Training configuration: one dataclass for what every algorithm shares, one per algorithm
+for its own options, YAML files that set both, and command-line flags over them.
+
+Precedence, lowest first: the dataclass defaults, the algorithm's
+``config_defaults``, the YAML file (``--config NAME`` for a file shipped in
+``pyreid/configs/``, or ``--config PATH``), the command-line flags. A YAML file
+holds :class:`TrainConfig` keys at the top level and the algorithm's options
+under ``options:``; any other key is an error that lists the valid ones.
+
+Example (``pyreid/configs/supervised_synthetic_cpu.yaml``)::
+
+    algorithm: supervised
+    dataset: synthetic
+    arch: resnet18
+    height: 128
+    width: 64
+    epochs: 8
+    options:
+      temperature: 0.1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+__all__ = [
+    "ConfigError",
+    "config_field",
+    "TrainConfig",
+    "CONFIG_DIR",
+    "shipped_configs",
+    "find_config",
+    "read_config_file",
+    "build_dataclass",
+    "RESUME_MAY_CHANGE",
+]
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used; the message says which key and why."""
+
+
+def config_field(text: str, **kwargs) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Everything the engine needs, shared by all algorithms (their own options live apart)."""
+
+    algorithm: str = config_field("the training algorithm (set by `pyreid train ALGO`)", default="supervised")
+    # Data
+    dataset: str = config_field("data set name: market1501, dukemtmcreid, msmt17 or synthetic", default="synthetic")
+    data_root: str = config_field("folder holding the data set (or a parent of it)", default="data/synthetic")
+    height: int = config_field("input image height", default=256)
+    width: int = config_field("input image width", default=128)
+    # Model
+    arch: str = config_field("backbone: resnet18/34/50/101, mobilenet_v2, googlenet", default="resnet50")
+    pretrained: bool = config_field("start from torchvision's ImageNet weights (needs network or torch's cache)",
+                             default=False)
+    weights: Optional[str] = config_field("start from a local weights file: a pyreid checkpoint or a torchvision "
+                                   "state dict", default=None)
+    pooling: str = config_field("global pooling: avg or gem", default="avg")
+    last_stride: int = config_field("stride of the backbone's last stage (1 doubles the final map)", default=1)
+    # Sampling
+    batch_size: int = config_field("images per batch, P identities x K instances (all processes together)", default=64)
+    num_instances: int = config_field("K, images per identity in a batch", default=4)
+    camera_aware: bool = config_field("draw each identity's K-1 other images from other cameras than the anchor's",
+                               default=False)
+    epochs: int = config_field("training epochs", default=120)
+    iters: int = config_field("iterations per epoch; 0 = one pass over the training images", default=0)
+    # Optimiser and schedule
+    optimizer: str = config_field("adam or sgd", default="adam")
+    lr: float = config_field("base learning rate", default=3.5e-4)
+    weight_decay: float = config_field("weight decay", default=5e-4)
+    momentum: float = config_field("SGD momentum", default=0.9)
+    scheduler: str = config_field("step (x gamma at each milestone) or cosine", default="step")
+    milestones: List[int] = config_field("epochs at which the step schedule multiplies the rate by gamma",
+                                  default_factory=lambda: [40, 70])
+    gamma: float = config_field("step schedule factor", default=0.1)
+    warmup_epochs: float = config_field("linear warm-up length in epochs (0 = none)", default=10.0)
+    warmup_factor: float = config_field("learning rate at the start of the warm-up, as a fraction of lr", default=0.1)
+    # Precision and speed
+    amp: bool = config_field("bfloat16 autocast on CUDA (ignored on CPU)", default=True)
+    channels_last: bool = config_field("channels-last memory format for the model and images", default=False)
+    # Evaluation
+    eval_step: int = config_field("evaluate every N epochs (and at epoch 0 and at the end)", default=10)
+    test_batch_size: int = config_field("images per batch when extracting features", default=128)
+    flip_test: bool = config_field("average the features of each test image and its mirror", default=False)
+    rerank: bool = config_field("k-reciprocal re-ranking at evaluation", default=False)
+    # Run
+    device: str = config_field("auto, cpu, cuda or cuda:N", default="auto")
+    workers: int = config_field("data loader worker processes", default=4)
+    seed: int = config_field("random seed (sampling, augmentation, initialisation)", default=0)
+    out: str = config_field("output folder of the run", default="runs/train")
+    resume: bool = config_field("continue the run in --out from its checkpoint", default=False)
+    progress: bool = config_field("progress bars", default=True)
+    plots: bool = config_field("write PNG plots", default=True)
+
+    def validate(self) -> None:
+        """Raise a :class:`ConfigError` for values no run can use (before any work is done)."""
+        from pyreid.data.datasets import DATASETS
+        from pyreid.models.backbone import ARCHS
+
+        choices = {"dataset": DATASETS, "arch": ARCHS, "pooling": ("avg", "gem"), "optimizer": ("adam", "sgd"),
+                   "scheduler": ("step", "cosine")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"'{key}' must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        positive = ("height", "width", "batch_size", "num_instances", "epochs", "eval_step", "test_batch_size")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"'{key}' must be >= 1, got {getattr(self, key)}")
+        if self.batch_size % self.num_instances:
+            raise ConfigError(f"batch_size ({self.batch_size}) must be a multiple of num_instances "
+                              f"({self.num_instances}): a batch is P identities x K instances")
+        for key in ("iters", "workers", "warmup_epochs", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"'{key}' must be >= 0, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ConfigError(f"'lr' must be positive, got {self.lr}")
+        if not 0 < self.warmup_factor <= 1:
+            raise ConfigError(f"'warmup_factor' must be in (0, 1], got {self.warmup_factor}")
+        if self.last_stride not in (1, 2):
+            raise ConfigError(f"'last_stride' must be 1 or 2, got {self.last_stride}")
+        if sorted(self.milestones) != list(self.milestones):
+            raise ConfigError(f"'milestones' must be increasing, got {self.milestones}")
+
+
+# Keys a resumed run may change: how it runs, not what it computes.
+RESUME_MAY_CHANGE = frozenset({"epochs", "eval_step", "device", "workers", "out", "resume", "progress", "plots",
+                               "test_batch_size", "data_root"})
+
+
+def shipped_configs() -> List[str]:
+    """Names of the YAML files shipped in ``pyreid/configs/`` (``--config NAME``)."""
+    if not os.path.isdir(CONFIG_DIR):
+        return []
+    return sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
+
+
+def find_config(name_or_path: str) -> str:
+    """The file of ``--config NAME_OR_PATH``: an existing path, else a shipped config's name."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    shipped = os.path.join(CONFIG_DIR, name_or_path + ("" if name_or_path.endswith(".yaml") else ".yaml"))
+    if os.path.isfile(shipped):
+        return shipped
+    raise ConfigError(f"--config {name_or_path!r}: no such file, and no shipped config of that name; shipped: "
+                      f"{', '.join(shipped_configs()) or '(none)'}")
+
+
+def read_config_file(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(train keys, options)`` of a YAML config file, unvalidated."""
+    import yaml  # a dependency of pyreid; imported here to keep `import pyreid` light
+
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path}: not valid YAML: {e}") from e
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config {path}: expected a mapping of keys to values, got {type(values).__name__}")
+    options = values.pop("options", None) or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"config {path}: 'options' must be a mapping, got {type(options).__name__}")
+    return values, options
+
+
+def _strip_optional(tp) -> Tuple[Any, bool]:
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(owner: str, key: str, tp, value: Any) -> Any:
+    """``value`` as the field type ``tp`` (ints widen to floats), or a ConfigError naming the key."""
+    base, optional = _strip_optional(tp)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{owner}: '{key}' may not be empty")
+    if typing.get_origin(base) in (list, List):
+        (item,) = typing.get_args(base)
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(owner, key, item, v) for v in value]
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 3.5e-4 as a string
+            except ValueError:
+                pass
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{owner}: '{key}' must be {getattr(base, '__name__', base)}"
+                      f"{' or none' if optional else ''}, got {value!r}")
+
+
+def build_dataclass(cls, *layers: Mapping[str, Any], owner: Optional[str] = None):
+    """An instance of the dataclass ``cls`` from ``layers`` of values (later layers win).
+
+    Unknown keys raise a :class:`ConfigError` listing the valid ones; values are
+    checked against the field types.
+    """
+    owner = owner or cls.__name__
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    merged: Dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                raise ConfigError(f"{owner}: unknown key '{key}'; valid keys: {', '.join(sorted(fields))}")
+            merged[name] = _coerce(owner, name, hints[name], value)
+    return cls(**merged)
+
+
+def describe(cls) -> Dict[str, str]:
+    """``{field: help text}`` of a config dataclass (fields without help get their type)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: f.metadata.get("help", str(hints[f.name])) for f in dataclasses.fields(cls)}

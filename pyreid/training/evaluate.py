@@ -1,0 +1,87 @@
+"""``pyreid eval``: score a saved model (``checkpoint.pth`` or ``best.pth``) on a query/gallery split."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, Optional
+
+import torch
+
+from pyreid.data.datasets import build_dataset
+from pyreid.data.loaders import build_test_loader
+from pyreid.evaluation.evaluator import Evaluator, extract_features
+from pyreid.evaluation.rank import evaluate
+from pyreid.models.model import build_model
+from pyreid.training.checkpoint import CheckpointError, load_checkpoint
+from pyreid.training.engine import SCORE_KEYS, resolve_device
+
+__all__ = ["evaluate_checkpoint", "model_from_checkpoint"]
+
+logger = logging.getLogger("pyreid.eval")
+
+
+def model_from_checkpoint(path: str, state: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
+    """The model a pyreid checkpoint holds, rebuilt from its ``model_args`` (CPU, eval mode)."""
+    state = state if state is not None else load_checkpoint(path)
+    if "model" not in state or "model_args" not in state:
+        raise CheckpointError(f"{path} holds no model (keys: {sorted(state)})")
+    model = build_model(**state["model_args"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: the saved weights do not fit the saved architecture: "
+                              f"{str(e).splitlines()[0]}") from e
+    return model.eval()
+
+
+def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Optional[str] = None,
+                        rerank: bool = False, flip: bool = False, plots: bool = False, out: Optional[str] = None,
+                        device: str = "auto", batch_size: int = 128, workers: int = 4,
+                        progress: bool = True) -> Dict[str, Any]:
+    """Scores (mAP, rank-1/5/10, mINP as fractions, and the CMC curve) of the model in ``path``.
+
+    The data set, image size and root default to the ones the run was trained
+    with. The scores go to ``OUT/eval[_rerank][_flip].json`` (``out`` defaults
+    to the checkpoint's folder); with ``plots`` the CMC curve and ranked lists
+    go next to them as ``eval[...]_cmc.png`` and ``eval[...]_ranked_lists.png``.
+    """
+    state = load_checkpoint(path)
+    config = state.get("config", {})
+    dataset = dataset or config.get("dataset")
+    data_root = data_root or config.get("data_root")
+    if not dataset or not data_root:
+        raise CheckpointError(f"{path} does not say which data set it was trained on: pass --dataset and --data-root")
+    height, width = config.get("height", 256), config.get("width", 128)
+    device = resolve_device(device)
+    model = model_from_checkpoint(path, state).to(device)
+    data = build_dataset(dataset, data_root)
+    loaders = [build_test_loader(items, batch_size=batch_size, height=height, width=width, num_workers=workers)
+               for items in (data.query, data.gallery)]
+    q_feat, q_pids, q_cams = extract_features(model, loaders[0], device, flip, progress, desc="query")
+    g_feat, g_pids, g_cams = extract_features(model, loaders[1], device, flip, progress, desc="gallery")
+    distmat = Evaluator(model, *loaders, rerank=rerank).distances(q_feat, g_feat)
+    scores = evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=min(50, distmat.shape[1]))
+    stem = "eval" + ("_rerank" if rerank else "") + ("_flip" if flip else "")
+    out = out or os.path.dirname(os.path.abspath(path))
+    os.makedirs(out, exist_ok=True)
+    record = {
+        "checkpoint": os.path.abspath(path), "epoch": state.get("epoch"), "dataset": dataset,
+        "data_root": data_root, "rerank": rerank, "flip": flip, "num_query": len(data.query),
+        "num_gallery": len(data.gallery), **{k: float(scores[k]) for k in SCORE_KEYS},
+        "cmc": [float(v) for v in scores["cmc"][:50]],
+    }
+    with open(os.path.join(out, stem + ".json"), "w") as f:
+        json.dump(record, f, indent=2)
+    if plots:
+        from pyreid.evaluation.visualize import plot_cmc, plot_ranked_lists
+
+        label = f"{state.get('algorithm', 'model')}, epoch {state.get('epoch')}" + (" + re-ranking" if rerank else "")
+        plot_cmc({label: scores["cmc"]}, os.path.join(out, stem + "_cmc.png"), max_rank=20)
+        step = max(1, len(data.query) // 6)
+        plot_ranked_lists(distmat, [p for p, _, _ in data.query], [p for p, _, _ in data.gallery], q_pids, g_pids,
+                          q_cams, g_cams, os.path.join(out, stem + "_ranked_lists.png"),
+                          query_indices=list(range(0, len(data.query), step))[:6])
+    record["written"] = os.path.join(out, stem + ".json")
+    return record

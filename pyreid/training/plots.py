@@ -1,0 +1,62 @@
+"""Training curves: the loss of every epoch and the scores of every evaluation, as one PNG."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Sequence
+
+__all__ = ["plot_training_curves", "loss_keys"]
+
+_NOT_LOSSES = {"loss", "lr", "epoch", "train_seconds", "images_per_second", "prepare_seconds"}
+
+
+def loss_keys(history: Sequence[Dict]) -> List[str]:
+    """The named losses recorded in a history (``loss_id``, ``loss_triplet``, ...), in first-seen order."""
+    keys: List[str] = []
+    for entry in history:
+        for key in entry:
+            if key.startswith("loss_") and key not in keys:
+                keys.append(key)
+    return keys
+
+
+def plot_training_curves(history: Sequence[Dict], out_path: str, title: str = "") -> str:
+    """Left: total and named losses per epoch; right: mAP and rank-1 (%) per evaluation, epoch 0 included."""
+    from pyreid.evaluation.visualize import _pyplot
+
+    plt = _pyplot()
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    try:
+        trained = [h for h in history if "loss" in h]
+        if trained:
+            epochs = [h["epoch"] for h in trained]
+            ax_loss.plot(epochs, [h["loss"] for h in trained], marker="o", markersize=3, label="total", color="k")
+            for key in loss_keys(trained):
+                ax_loss.plot(epochs, [h.get(key, float("nan")) for h in trained], marker=".", label=key[5:])
+            ax_loss.legend(loc="upper right")
+        ax_loss.set_xlabel("epoch")
+        ax_loss.set_ylabel("training loss (epoch mean)")
+        ax_loss.grid(True, alpha=0.3)
+        evaluated = [h for h in history if "mAP" in h]
+        if evaluated:
+            epochs = [h["epoch"] for h in evaluated]
+            for key, label in (("mAP", "mAP"), ("rank1", "rank-1")):
+                ax_score.plot(epochs, [100 * h[key] for h in evaluated], marker="o", markersize=3, label=label)
+            last = evaluated[-1]
+            ax_score.set_title(f"epoch {last['epoch']}: mAP {100 * last['mAP']:.1f}%, "
+                               f"rank-1 {100 * last['rank1']:.1f}%", fontsize=10)
+            ax_score.legend(loc="lower right")
+        ax_score.set_xlabel("epoch")
+        ax_score.set_ylabel("%")
+        ax_score.set_ylim(0, 100)
+        ax_score.grid(True, alpha=0.3)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        folder = os.path.dirname(os.fspath(out_path))
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        fig.savefig(out_path, format="png")
+    finally:
+        plt.close(fig)
+    return str(out_path)
