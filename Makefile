@@ -2,7 +2,7 @@
 # first use, so `make test` works on a fresh clone of the repository.
 #
 #   make test     build + install pyreid, run the test suite
-#   make demo     build + install pyreid, run the kNN demo
+#   make demo     build + install pyreid, run `pyreid demo` (unsupervised adaptation on synthetic data)
 #   make bench    run the pytest-benchmark suite (benchmarks/)
 #   make build    rebuild the extension in place after editing csrc/ (incremental)
 #
@@ -42,7 +42,7 @@ test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m pyreid.demo
+	$(PY) -m pyreid demo
 
 bench: install
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds $(PYTEST_ARGS)

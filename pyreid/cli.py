@@ -190,8 +190,43 @@ def _run_eval(args) -> int:
     return 0
 
 
+def add_demo_parser(subparsers) -> None:
+    from pyreid import demo
+
+    p = subparsers.add_parser("demo", help="adapt a source model to an unlabelled target (synthetic, minutes)",
+                              description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_arguments(p)
+    p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from pyreid import demo
+    from pyreid.training import CheckpointError, NonFiniteLossError
+
+    try:
+        return demo.run(args)
+    except (CheckpointError, NonFiniteLossError, *_USER_ERRORS) as e:
+        return _user_error("demo", e, args.verbose)
+
+
+def add_bench_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="quick comparisons (knn: pyreid's kNN against cdist + topk)")
+    p.add_argument("what", choices=["knn"], help="what to compare")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed on (see `pyreid bench knn --help`)")
+    p.set_defaults(run=lambda args: _run_bench(args))
+
+
+def _run_bench(args) -> int:
+    from pyreid import knn_comparison
+
+    knn_comparison.main(args.args)
+    return 0
+
+
 # One function per subcommand, each adding its parser.
-_SUBCOMMANDS: List[Callable] = [add_train_parser, add_eval_parser, add_synth_parser]
+_SUBCOMMANDS: List[Callable] = [add_train_parser, add_eval_parser, add_demo_parser, add_synth_parser,
+                                add_bench_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ def test_scheduler_steps_per_iteration():
     expected = [0.5, 0.625, 0.75, 0.875] + [1.0] * 4 + [0.1] * 8
     assert seen == pytest.approx(expected)
     assert isinstance(optimizer, torch.optim.Adam)
-    sgd = build_optimizer(model.parameters(), TrainConfig(optimizer="sgd", momentum=0.8))
+    sgd = build_optimizer(model.parameters(), TrainConfig(optimizer="sgd", sgd_momentum=0.8))
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.8
 
 

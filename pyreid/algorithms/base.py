@@ -80,7 +80,8 @@ class Algorithm:
     def setup(self) -> None:
         """Once, before the first epoch of a new run (not on resume)."""
 
-    def before_epoch(self, epoch: int) -> Iterable:
+    def before_epoch(self, epoch: int) -> Optional[Iterable]:
+        """This epoch's loader, or None to skip the epoch's training (it is still recorded)."""
         raise NotImplementedError
 
     def step(self, batch: Sequence, info: StepInfo) -> Dict[str, torch.Tensor]:

@@ -87,7 +87,7 @@ def dbscan_pseudo_labels(
     num_clusters = int(labels.max()) + 1 if labels.numel() else 0
     num_outliers = int((labels < 0).sum())
     timings = {"distance": graph_done - start, "dbscan": done - graph_done, "total": done - start}
-    logger.info(
+    logger.debug(
         "DBSCAN pseudo labels: %d clusters, %d outliers of %d (distance %.3fs, dbscan %.3fs)",
         num_clusters, num_outliers, labels.numel(), timings["distance"], timings["dbscan"],
     )
@@ -111,7 +111,7 @@ def kmeans_pseudo_labels(
     done = _now(features)
     num_clusters = int(torch.unique(labels).numel())
     timings = {"kmeans": done - start, "total": done - start}
-    logger.info("k-means pseudo labels: %d clusters of %d points (%.3fs)", num_clusters, labels.numel(), timings["total"])
+    logger.debug("k-means pseudo labels: %d clusters of %d points (%.3fs)", num_clusters, labels.numel(), timings["total"])
     return PseudoLabels(labels, num_clusters, 0, timings, centroids)
 
 

@@ -79,7 +79,7 @@ class TrainConfig:
     optimizer: str = config_field("adam or sgd", default="adam")
     lr: float = config_field("base learning rate", default=3.5e-4)
     weight_decay: float = config_field("weight decay", default=5e-4)
-    momentum: float = config_field("SGD momentum", default=0.9)
+    sgd_momentum: float = config_field("momentum of the SGD optimiser", default=0.9)
     scheduler: str = config_field("step (x gamma at each milestone) or cosine", default="step")
     milestones: List[int] = config_field("epochs at which the step schedule multiplies the rate by gamma",
                                   default_factory=lambda: [40, 70])

@@ -56,7 +56,8 @@ METRICS = "metrics.json"
 LOG = "train.log"
 SCORE_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 # History keys that measure time; everything else is equal between a resumed and an uninterrupted run.
-TIMING_KEYS = ("train_seconds", "images_per_second", "prepare_seconds", "eval_seconds")
+TIMING_KEYS = ("train_seconds", "images_per_second", "prepare_seconds", "eval_seconds", "outside_training_share",
+               "pseudo_label_seconds", "extraction_seconds", "jaccard_seconds", "dbscan_seconds", "memory_seconds")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -225,11 +226,7 @@ class Engine:
         algo_config = dataclasses.replace(c, weights=None, pretrained=False) if c.resume else c
         self.algorithm = self.algorithm_cls(algo_config, self.options, self.dataset, self.device,
                                             self.iters_per_epoch, self.dist)
-        network = self.algorithm.build_model()
-        if getattr(network, "load_report", None) is not None:
-            report = network.load_report
-            self.log.info("weights %s: %d tensors missing, %d unexpected", c.weights, len(report.missing_keys),
-                          len(report.unexpected_keys))
+        network = self.algorithm.build_model()  # build_model logs what a --weights file did not fit
         network = network.to(self.device)
         if c.channels_last:
             network = network.to(memory_format=torch.channels_last)
@@ -304,6 +301,12 @@ class Engine:
         start = time.perf_counter()
         loader = self.algorithm.before_epoch(epoch)
         entry["prepare_seconds"] = time.perf_counter() - start
+        if loader is None:  # the algorithm has nothing to train on this epoch (e.g. no cluster found)
+            entry.update(self.algorithm.epoch_metrics())
+            entry["skipped"] = True
+            self.log.warning("epoch %d/%d skipped: %s has no training data for it", epoch, c.epochs,
+                             self.algorithm_cls.name)
+            return
         self.network.train()
         sums: Dict[str, float] = {}
         steps = images = 0
@@ -346,6 +349,7 @@ class Engine:
         entry["lr"] = float(self.optimizer.param_groups[0]["lr"])
         entry["train_seconds"] = seconds
         entry["images_per_second"] = images / seconds if seconds > 0 else 0.0
+        entry["outside_training_share"] = entry["prepare_seconds"] / (entry["prepare_seconds"] + seconds)
         entry.update(self.algorithm.epoch_metrics())
         named = ", ".join(f"{name} {value / steps:.3f}" for name, value in sums.items())
         self.log.info("epoch %d/%d: loss %.3f (%s), lr %.2e, %.1f s, %.0f img/s", epoch, c.epochs, entry["loss"],

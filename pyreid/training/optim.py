@@ -29,7 +29,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config: TrainConfig) -
     params = [p for p in params if p.requires_grad]
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.sgd_momentum, weight_decay=config.weight_decay)
 
 
 class LearningRateSchedule:

@@ -21,12 +21,18 @@ def loss_keys(history: Sequence[Dict]) -> List[str]:
 
 
 def plot_training_curves(history: Sequence[Dict], out_path: str, title: str = "") -> str:
-    """Left: total and named losses per epoch; right: mAP and rank-1 (%) per evaluation, epoch 0 included."""
+    """Left: total and named losses per epoch; middle: mAP and rank-1 (%) per evaluation, epoch 0
+    included; right, for clustering algorithms: clusters, outliers and the pseudo labels' agreement
+    with the true identities per epoch."""
     from pyreid.evaluation.visualize import _pyplot
 
     plt = _pyplot()
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    clustered = [h for h in history if "num_clusters" in h]
+    fig, axes = plt.subplots(1, 3 if clustered else 2, figsize=(16 if clustered else 11, 4), dpi=100)
+    ax_loss, ax_score = axes[0], axes[1]
     try:
+        if clustered:
+            _plot_pseudo_labels(axes[2], clustered)
         trained = [h for h in history if "loss" in h]
         if trained:
             epochs = [h["epoch"] for h in trained]
@@ -34,6 +40,10 @@ def plot_training_curves(history: Sequence[Dict], out_path: str, title: str = ""
             for key in loss_keys(trained):
                 ax_loss.plot(epochs, [h.get(key, float("nan")) for h in trained], marker=".", label=key[5:])
             ax_loss.legend(loc="upper right")
+        from matplotlib.ticker import MaxNLocator
+
+        for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_loss.set_xlabel("epoch")
         ax_loss.set_ylabel("training loss (epoch mean)")
         ax_loss.grid(True, alpha=0.3)
@@ -60,3 +70,23 @@ def plot_training_curves(history: Sequence[Dict], out_path: str, title: str = ""
     finally:
         plt.close(fig)
     return str(out_path)
+
+
+def _plot_pseudo_labels(ax, history: Sequence[Dict]) -> None:
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["num_clusters"] for h in history], marker="o", markersize=3, color="k", label="clusters")
+    ax.plot(epochs, [h["num_outliers"] for h in history], marker="x", markersize=3, color="grey", label="outliers")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("count")
+    ax.grid(True, alpha=0.3)
+    lines, labels = ax.get_legend_handles_labels()
+    if any("ari" in h for h in history):
+        quality = ax.twinx()
+        for key, style in (("ari", "-"), ("nmi", "--"), ("precision", ":"), ("recall", "-.")):
+            quality.plot(epochs, [h.get(key, float("nan")) for h in history], style, label=key)
+        quality.set_ylim(0, 1)
+        quality.set_ylabel("agreement with true identities")
+        more, more_labels = quality.get_legend_handles_labels()
+        lines, labels = lines + more, labels + more_labels
+    ax.legend(lines, labels, loc="lower right", fontsize=8)
+    ax.set_title("pseudo labels", fontsize=10)
