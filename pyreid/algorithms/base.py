@@ -28,11 +28,11 @@ from typing import Any, ClassVar, Dict, Iterable, Optional, Sequence, Tuple
 import torch
 
 from pyreid.data.datasets import ReIDDataset
-from pyreid.data.loaders import build_test_loader, build_train_loader
-from pyreid.evaluation.evaluator import extract_features
+from pyreid.data.loaders import build_train_loader
+from pyreid.evaluation.sharded import extract_items
 from pyreid.models.model import ReIDModel, build_model
 from pyreid.training.config import TrainConfig
-from pyreid.training.distributed import DistInfo
+from pyreid.distributed import DistInfo
 
 __all__ = ["Algorithm", "StepInfo"]
 
@@ -120,13 +120,17 @@ class Algorithm:
         return loader
 
     def extract(self, items: Sequence[Tuple[str, int, int]], desc: str = "features") -> torch.Tensor:
-        """Eval-mode features of ``items`` in order (test transform), as an N x D CPU tensor."""
+        """Eval-mode features of ``items`` in order (test transform), as an N x D CPU tensor; under
+        torch.distributed each process extracts its share and every process gets them all."""
         c = self.config
-        loader = build_test_loader(items, batch_size=c.test_batch_size, height=c.height, width=c.width,
-                                   num_workers=c.workers, pin_memory=self.device.type == "cuda")
-        features, _, _ = extract_features(self.network, loader, self.device,
-                                          progress=c.progress and self.dist.is_main, desc=desc)
+        features, _, _ = extract_items(self.network, items, height=c.height, width=c.width,
+                                       batch_size=c.test_batch_size, num_workers=c.workers, device=self.device,
+                                       progress=c.progress and self.dist.is_main, desc=desc, dist=self.dist)
         return features
+
+    def consistency_tensors(self) -> Dict[str, torch.Tensor]:
+        """State that must be identical on every process (checked with ``check_ranks``)."""
+        return {}
 
     def images(self, batch: Sequence) -> Tuple[torch.Tensor, torch.Tensor]:
         """A loader batch's images and labels on the training device."""

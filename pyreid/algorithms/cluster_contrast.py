@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from pyreid.algorithms.base import Algorithm, StepInfo
 from pyreid.cluster.pseudo_labels import dbscan_pseudo_labels
 from pyreid.cluster.quality import pseudo_label_quality
+from pyreid.distributed import broadcast
 from pyreid.losses.cluster_memory import ClusterMemory
 from pyreid.training.config import ConfigError, config_field
 
@@ -136,11 +137,19 @@ class ClusterContrast(Algorithm):
         return k1, k2
 
     def pseudo_label(self, features: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """DBSCAN labels of ``features`` (-1 = outlier) and the stage timings."""
+        """DBSCAN labels of ``features`` (-1 = outlier) and the stage timings.
+
+        Under torch.distributed the main process clusters (every process holds
+        the same gathered features) and broadcasts the labels, so all train on
+        the same ones."""
         o = self.options
         k1, k2 = self._neighbourhood(features.shape[0])
-        step = dbscan_pseudo_labels(features.to(self.device), eps=o.eps, min_samples=o.min_samples, k1=k1, k2=k2)
-        return step.labels.cpu(), step.timings
+        labels = torch.empty(features.shape[0], dtype=torch.int64)
+        timings: Dict[str, float] = {}
+        if self.dist.is_main:
+            step = dbscan_pseudo_labels(features.to(self.device), eps=o.eps, min_samples=o.min_samples, k1=k1, k2=k2)
+            labels, timings = step.labels.cpu(), step.timings
+        return broadcast(labels), timings
 
     def before_epoch(self, epoch: int):
         train = self.dataset.train
@@ -170,7 +179,7 @@ class ClusterContrast(Algorithm):
         centroids = cluster_centroids(features, labels, num_clusters).to(self.device)
         self.memory = self.build_memory(centroids)
         items = [(path, int(label), camid) for (path, _, camid), label in zip(train, labels.tolist()) if label >= 0]
-        metrics["memory_seconds"] = time.perf_counter() - extracted - timings["total"]
+        metrics["memory_seconds"] = time.perf_counter() - extracted - timings.get("total", 0.0)
         self.log.info("epoch %d: %d clusters, %d outliers of %d images (largest cluster %d); pseudo labels %.2f s "
                       "(features %.2f s, Jaccard graph %.2f s, DBSCAN %.3f s)%s", epoch, num_clusters,
                       int(metrics["num_outliers"]), len(train), int(metrics["largest_cluster"]),
@@ -221,6 +230,12 @@ class ClusterContrast(Algorithm):
 
     def epoch_metrics(self) -> Dict[str, float]:
         return dict(self._metrics)
+
+    def consistency_tensors(self) -> Dict[str, torch.Tensor]:
+        state = {"pseudo_labels": self.pseudo_labels} if self.pseudo_labels is not None else {}
+        if self.memory is not None:
+            state["memory"] = self.memory.features
+        return state
 
     # ------------------------------------------------------------------- training
     def memory_inputs(self, out, labels: torch.Tensor, info: StepInfo) -> Tuple[torch.Tensor, torch.Tensor,

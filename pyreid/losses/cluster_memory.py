@@ -1,44 +1,13 @@
 """The cluster-memory contrastive loss of Cluster-Contrast, with its update fused into one op."""
 
-from typing import Tuple
-
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from pyreid.distributed import all_gather_rows
 from pyreid.ops.cluster_memory_update import MODES, cluster_memory_update_
 
 __all__ = ["ClusterMemory"]
-
-
-def _gather_from_all_ranks(inputs: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Every rank's (inputs, targets), concatenated in rank order.
-
-    Batches may differ in size between ranks: sizes are exchanged first and
-    each batch is padded to the largest for the all-gather, then trimmed.
-    """
-    world = dist.get_world_size()
-    size = torch.tensor([inputs.shape[0]], device=inputs.device)
-    sizes = [torch.empty_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    sizes = [int(s) for s in sizes]
-    largest = max(sizes)
-    padded_inputs = inputs.new_zeros((largest, inputs.shape[1]))
-    padded_inputs[: inputs.shape[0]] = inputs
-    padded_targets = targets.new_zeros((largest,))
-    padded_targets[: targets.shape[0]] = targets
-    all_inputs = [torch.empty_like(padded_inputs) for _ in range(world)]
-    all_targets = [torch.empty_like(padded_targets) for _ in range(world)]
-    dist.all_gather(all_inputs, padded_inputs.contiguous())
-    dist.all_gather(all_targets, padded_targets.contiguous())
-    inputs = torch.cat([x[:n] for x, n in zip(all_inputs, sizes)])
-    targets = torch.cat([y[:n] for y, n in zip(all_targets, sizes)])
-    return inputs, targets
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class _MemorySimilarity(torch.autograd.Function):
@@ -60,10 +29,9 @@ class _MemorySimilarity(torch.autograd.Function):
         inputs, targets = inputs.detach(), targets.detach()
         if inputs.dtype == torch.float64:  # the op reads float32/16 and bfloat16
             inputs = inputs.float()
-        if _distributed():
-            # Every rank applies every rank's samples, in the same order, so
-            # the memories stay identical without broadcasting them.
-            inputs, targets = _gather_from_all_ranks(inputs, targets)
+        # Under torch.distributed every rank applies every rank's samples, in rank
+        # order, so the memories stay identical without broadcasting them.
+        inputs, targets = all_gather_rows(inputs), all_gather_rows(targets)
         cluster_memory_update_(memory, inputs, targets, ctx.momentum, ctx.mode)
         return grad_inputs, None, None, None, None
 

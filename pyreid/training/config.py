@@ -89,6 +89,13 @@ class TrainConfig:
     # Precision and speed
     amp: bool = config_field("bfloat16 autocast on CUDA (ignored on CPU)", default=True)
     channels_last: bool = config_field("channels-last memory format for the model and images", default=False)
+    # Batch statistics across processes (see docs/distributed.md)
+    sync_bn: bool = config_field("SyncBatchNorm: batch statistics over all processes' images (CUDA, torchrun)",
+                                 default=False)
+    bn_groups: int = config_field("BatchNorm statistics over this many equal slices of each process's batch "
+                                  "(4 on one GPU = the published 4-GPU runs)", default=1)
+    check_ranks: bool = config_field("after every step, check that all processes hold the same weights and "
+                                     "algorithm state (slow; for debugging torchrun runs)", default=False)
     # Evaluation
     eval_step: int = config_field("evaluate every N epochs (and at epoch 0 and at the end)", default=10)
     test_batch_size: int = config_field("images per batch when extracting features", default=128)
@@ -127,6 +134,11 @@ class TrainConfig:
             raise ConfigError(f"'lr' must be positive, got {self.lr}")
         if not 0 < self.warmup_factor <= 1:
             raise ConfigError(f"'warmup_factor' must be in (0, 1], got {self.warmup_factor}")
+        if self.bn_groups < 1:
+            raise ConfigError(f"'bn_groups' must be >= 1, got {self.bn_groups}")
+        if self.bn_groups > 1 and self.sync_bn:
+            raise ConfigError("'sync_bn' and 'bn_groups' exclude each other: one pools statistics across processes, "
+                              "the other splits them within one")
         if self.last_stride not in (1, 2):
             raise ConfigError(f"'last_stride' must be 1 or 2, got {self.last_stride}")
         if sorted(self.milestones) != list(self.milestones):
@@ -135,7 +147,7 @@ class TrainConfig:
 
 # Keys a resumed run may change: how it runs, not what it computes.
 RESUME_MAY_CHANGE = frozenset({"epochs", "eval_step", "device", "workers", "out", "resume", "progress", "plots",
-                               "test_batch_size", "data_root"})
+                               "test_batch_size", "data_root", "check_ranks"})
 
 
 def shipped_configs() -> List[str]:

@@ -40,12 +40,14 @@ import torch.nn.functional as F
 import pyreid
 from pyreid.algorithms.base import Algorithm, StepInfo
 from pyreid.data.datasets import build_dataset
-from pyreid.data.loaders import build_test_loader
-from pyreid.evaluation.evaluator import Evaluator, extract_features
+from pyreid.distributed import all_reduce_sum, broadcast, gather_objects_equal
+from pyreid.evaluation.evaluator import Evaluator
+from pyreid.evaluation.sharded import extract_items
+from pyreid.models.batch_norm_groups import convert_bn_groups
 from pyreid.evaluation.rank import evaluate
 from pyreid.training import checkpoint as ckpt_io
 from pyreid.training.config import ConfigError, TrainConfig
-from pyreid.training.distributed import DistInfo, current
+from pyreid.distributed import DistInfo, current
 from pyreid.training.optim import LearningRateSchedule, build_optimizer, build_scheduler
 
 __all__ = ["Engine", "NonFiniteLossError", "RunExistsError", "resolve_device"]
@@ -68,16 +70,21 @@ class RunExistsError(FileExistsError):
     """The output folder already holds a run and ``resume`` was not asked for."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device, checked."""
+def resolve_device(name: str, dist: Optional[DistInfo] = None) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device, checked.
+
+    Under torchrun a CUDA device without an index becomes ``cuda:LOCAL_RANK``
+    (one GPU per process)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as e:
         raise ConfigError(f"'device': {e}") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"'device' is {name} but torch sees no CUDA device; use --device cpu or auto")
+    if device.type == "cuda" and device.index is None and dist is not None and dist.distributed:
+        device = torch.device("cuda", dist.local_rank)
     return device
 
 
@@ -197,7 +204,8 @@ class Engine:
                 handler.setLevel(logging.INFO)
                 logger.addHandler(handler)
                 handlers.append(handler)
-        logger.setLevel(logging.INFO)
+        # Other processes stay quiet but for errors (every process's failure must be seen).
+        logger.setLevel(logging.INFO if self.dist.is_main else logging.ERROR)
         logger.propagate = False
         try:
             yield
@@ -211,7 +219,7 @@ class Engine:
     # ------------------------------------------------------------ set-up
     def _build(self) -> None:
         c = self.config
-        self.device = resolve_device(c.device)
+        self.device = resolve_device(c.device, self.dist)
         self.dataset = build_dataset(c.dataset, c.data_root)
         self.iters_per_epoch = c.iters or max(1, len(self.dataset.train) // c.batch_size)
         self.total_steps = c.epochs * self.iters_per_epoch
@@ -227,19 +235,33 @@ class Engine:
         self.algorithm = self.algorithm_cls(algo_config, self.options, self.dataset, self.device,
                                             self.iters_per_epoch, self.dist)
         network = self.algorithm.build_model()  # build_model logs what a --weights file did not fit
+        if c.bn_groups > 1:
+            per_process = c.batch_size // self.dist.world_size
+            if per_process % c.bn_groups:
+                raise ConfigError(f"bn_groups {c.bn_groups} must divide each process's batch ({per_process} = "
+                                  f"batch_size {c.batch_size} / {self.dist.world_size} processes)")
+            convert_bn_groups(network, c.bn_groups)
+        if c.sync_bn:
+            if self.device.type != "cuda":
+                raise ConfigError("sync_bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); on CPU use "
+                                  "bn_groups to choose the statistics' batch size")
+            if not self.dist.distributed:
+                self.log.warning("sync_bn has no effect in a single process: BatchNorm already sees the whole batch")
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
         network = network.to(self.device)
         if c.channels_last:
             network = network.to(memory_format=torch.channels_last)
         self.network = network
         self.algorithm.network = network
         self.algorithm.model = network
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.algorithm.model = DistributedDataParallel(
+                network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = build_optimizer(network.parameters(), c)
         self.scheduler = build_scheduler(self.optimizer, c, self.iters_per_epoch)
         self.amp = c.amp and self.device.type == "cuda"
-        test = dict(batch_size=c.test_batch_size, height=c.height, width=c.width, num_workers=c.workers,
-                    pin_memory=self.device.type == "cuda")
-        self.query_loader = build_test_loader(self.dataset.query, **test)
-        self.gallery_loader = build_test_loader(self.dataset.gallery, **test)
 
     def _resume(self) -> int:
         path = self._path(CHECKPOINT)
@@ -271,12 +293,11 @@ class Engine:
     def evaluate(self, keep_features: bool = False) -> Dict[str, Any]:
         """Scores of the current model on the query/gallery split (fractions in [0, 1])."""
         c = self.config
-        show = c.progress and self.dist.is_main
-        q_feat, q_pids, q_cams = extract_features(self.network, self.query_loader, self.device, c.flip_test, show,
-                                                  desc="query")
-        g_feat, g_pids, g_cams = extract_features(self.network, self.gallery_loader, self.device, c.flip_test, show,
-                                                  desc="gallery")
-        evaluator = Evaluator(self.network, self.query_loader, self.gallery_loader, rerank=c.rerank)
+        common = dict(height=c.height, width=c.width, batch_size=c.test_batch_size, num_workers=c.workers,
+                      device=self.device, flip=c.flip_test, progress=c.progress and self.dist.is_main, dist=self.dist)
+        q_feat, q_pids, q_cams = extract_items(self.network, self.dataset.query, desc="query", **common)
+        g_feat, g_pids, g_cams = extract_items(self.network, self.dataset.gallery, desc="gallery", **common)
+        evaluator = Evaluator(self.network, [], [], rerank=c.rerank)
         distmat = evaluator.distances(q_feat, g_feat)
         scores = evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=min(50, distmat.shape[1]))
         if keep_features:
@@ -321,8 +342,11 @@ class Engine:
             if not losses:
                 raise RuntimeError(f"{self.algorithm_cls.name}.step returned no loss")
             total = sum(losses.values())
-            values = {name: float(value.detach()) for name, value in losses.items()}
-            if not math.isfinite(float(total.detach())):
+            # One small all-reduce: every process sees the mean losses, and a non-finite loss on any
+            # process stops them all at the same step (none waits in backward for the others).
+            reduced = all_reduce_sum(torch.stack([v.detach().float() for v in losses.values()]).cpu())
+            values = {name: float(v) / self.dist.world_size for name, v in zip(losses, reduced)}
+            if not all(math.isfinite(v) for v in values.values()):
                 raise NonFiniteLossError(
                     f"non-finite loss at epoch {epoch}, iteration {iteration} "
                     f"({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); the step was not taken. The last "
@@ -334,6 +358,8 @@ class Engine:
             self.optimizer.step()
             self.scheduler.step()
             self.algorithm.after_step(info)
+            if c.check_ranks:
+                self._check_ranks(epoch, iteration)
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + value
             sums[""] = sums.get("", 0.0) + sum(values.values())
@@ -341,6 +367,9 @@ class Engine:
             images += int(batch[0].shape[0]) * self.dist.world_size
             bar.set_postfix(loss=f"{sums[''] / steps:.3f}")
         bar.close()
+        self._sync_buffers()
+        if c.check_ranks:
+            self._check_ranks(epoch, iteration, buffers=True)
         seconds = time.perf_counter() - start
         if steps == 0:
             raise RuntimeError(f"epoch {epoch}: the loader yielded no batch")
@@ -354,6 +383,38 @@ class Engine:
         named = ", ".join(f"{name} {value / steps:.3f}" for name, value in sums.items())
         self.log.info("epoch %d/%d: loss %.3f (%s), lr %.2e, %.1f s, %.0f img/s", epoch, c.epochs, entry["loss"],
                       named, entry["lr"], seconds, entry["images_per_second"])
+
+    def _sync_buffers(self) -> None:
+        """Every process takes the main process's BatchNorm running statistics.
+
+        During an epoch each process updates them from its own slice (DDP
+        re-broadcasts them at the next forward); extraction and evaluation run
+        the bare model on every process, so they must agree first."""
+        if self.dist.distributed:
+            with torch.no_grad():
+                for buffer in self.network.buffers():
+                    buffer.copy_(broadcast(buffer))
+
+    def _check_ranks(self, epoch: int, iteration: int, buffers: bool = False) -> None:
+        """Raise unless every process holds the same weights and algorithm state (exact, by hash).
+
+        Mid-epoch the BatchNorm running statistics differ by design (see
+        :meth:`_sync_buffers`): they are compared only when ``buffers``."""
+        import hashlib
+
+        state = {f"model.{k}": v for k, v in self.network.named_parameters()}
+        if buffers:
+            state.update({f"model.{k}": v for k, v in self.network.named_buffers()})
+        state.update({f"algorithm.{k}": v for k, v in self.algorithm.consistency_tensors().items()})
+        digests = [hashlib.sha1(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+                   if v.numel() else "" for v in state.values()]
+        everyone = gather_objects_equal(digests)
+        if everyone is None:
+            return
+        for index, name in enumerate(state):
+            if len({rank[index] for rank in everyone}) > 1:
+                raise RuntimeError(f"check_ranks: the processes hold different {name} after epoch {epoch}, "
+                                   f"iteration {iteration}")
 
     # ------------------------------------------------------------------- plots
     def _plot_curves(self) -> None:

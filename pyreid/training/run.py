@@ -92,7 +92,18 @@ def train(algorithm: str, config: Optional[str] = None, options: Optional[Mappin
     Example:
         >>> train("supervised", config="supervised_synthetic_cpu", out="runs/sup", epochs=2)  # doctest: +SKIP
     """
+    import torch
+
+    from pyreid import distributed
     from pyreid.training.engine import Engine
 
     cls, train_config, algo_options = resolve_config(algorithm, config, options, **overrides)
-    return Engine(train_config, algo_options, cls).run()
+    # Under torchrun (WORLD_SIZE > 1) each process joins the group; alone, nothing changes.
+    use_cuda = train_config.device.startswith("cuda") or (train_config.device == "auto" and torch.cuda.is_available())
+    started = not distributed.current().distributed
+    info = distributed.init_from_env(use_cuda)
+    try:
+        return Engine(train_config, algo_options, cls, info).run()
+    finally:
+        if started and info.distributed:
+            distributed.shutdown()
