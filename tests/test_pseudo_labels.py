@@ -62,7 +62,7 @@ def test_dbscan_step_with_a_sparse_distance_graph():
 
 
 def test_dbscan_step_logs_its_summary(caplog):
-    with caplog.at_level(logging.INFO, logger="pyreid.cluster.pseudo_labels"):
+    with caplog.at_level(logging.DEBUG, logger="pyreid.cluster.pseudo_labels"):
         step = dbscan_pseudo_labels(identity_features()[0], eps=0.3, min_samples=4, distance_fn=cosine)
     assert f"{step.num_clusters} clusters, {step.num_outliers} outliers" in caplog.text
 
