@@ -16,14 +16,7 @@
 #include <c10/util/Exception.h>
 
 #include "common/checks.h"
-
-#if !defined(PYREID_HOST_DEVICE)
-#if defined(__CUDACC__)
-#define PYREID_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define PYREID_HOST_DEVICE inline
-#endif
-#endif
+#include "common/host_device.h"
 
 namespace pyreid {
 

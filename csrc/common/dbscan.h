@@ -21,7 +21,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
-#include "common/distance.h"  // PYREID_HOST_DEVICE
+#include "common/host_device.h"
 
 namespace pyreid {
 namespace dbscan {

@@ -14,11 +14,7 @@
 
 #include <c10/util/Exception.h>
 
-#if defined(__CUDACC__)
-#define PYREID_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define PYREID_HOST_DEVICE inline
-#endif
+#include "common/host_device.h"
 
 namespace pyreid {
 

@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <string>
 
-#include "common/distance.h"  // PYREID_HOST_DEVICE, TORCH_CHECK
+#include <c10/util/Exception.h>
+
+#include "common/host_device.h"
 
 namespace pyreid {
 

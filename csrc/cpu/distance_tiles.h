@@ -1,19 +1,16 @@
-// CPU pieces shared by the distance-based ops (pairwise_distance, knn):
-// the accumulation dtype and the per-row norm terms of common/distance.h.
+// CPU pieces shared by the distance-based ops (pairwise_distance, knn,
+// knn_row_max): the per-row norm terms of common/distance.h (the accumulation
+// dtype is common/accumulate.h's).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "common/accumulate.h"
 #include "common/distance.h"
 
 namespace pyreid {
 namespace cpu {
-
-// float16 / bfloat16 / float32 are computed in float32, float64 in float64.
-inline at::ScalarType accumulate_type(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 // norm_term(|row|^2) for every row of a contiguous N x D matrix.
 inline at::Tensor norm_terms(const at::Tensor& x, Metric metric) {

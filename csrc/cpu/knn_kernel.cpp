@@ -301,7 +301,7 @@ std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optio
   at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
   if (n == 0) return {out_dist, out_index};
 
-  const at::ScalarType acc = cpu::accumulate_type(x.scalar_type());
+  const at::ScalarType acc = accumulate_type(x.scalar_type());
   const at::Tensor xa = x.to(acc).contiguous();
   const at::Tensor x_terms = cpu::norm_terms(xa, metric);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "knn_cpu", [&] {
@@ -333,7 +333,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_row_max_cpu(const at::Tensor&
   check_k(k, n, /*self=*/true, op);
   at::Tensor out_dist = at::empty({n, k}, x.options());
   at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
-  const at::ScalarType acc = cpu::accumulate_type(x.scalar_type());
+  const at::ScalarType acc = accumulate_type(x.scalar_type());
   at::Tensor row_max = at::empty({n}, x.options().dtype(acc));  // knn_self fills it
   if (n == 0) return {out_dist, out_index, row_max.to(x.scalar_type())};
 

@@ -1,20 +1,18 @@
-// CUDA pieces shared by the distance-based ops (pairwise_distance, knn): the
-// accumulation dtype and the per-row norm terms of common/distance.h.
+// CUDA pieces shared by the distance-based ops (pairwise_distance, knn,
+// knn_row_max): the per-row norm terms of common/distance.h (the accumulation
+// dtype is common/accumulate.h's).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 
+#include "common/accumulate.h"
 #include "common/cuda_helpers.cuh"
 #include "common/distance.h"
 
 namespace pyreid {
 namespace cuda {
-
-inline at::ScalarType accumulate_type(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 namespace detail {
 

@@ -222,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor> knn_cuda(const at::Tensor& x, const std::opti
   at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
   if (n == 0) return {out_dist, out_index};
 
-  const at::ScalarType acc = cuda::accumulate_type(x.scalar_type());
+  const at::ScalarType acc = accumulate_type(x.scalar_type());
   const at::Tensor xa = x.to(acc).contiguous();
   const at::Tensor ya = self ? xa : y_opt->to(acc).contiguous();
   const at::Tensor x_terms = cuda::norm_terms(xa, metric);

@@ -45,7 +45,7 @@ at::Tensor pairwise_distance_cuda(const at::Tensor& x, const std::optional<at::T
   at::Tensor out = at::empty({n, m}, x.options());
   if (n == 0 || m == 0) return out;
 
-  const at::ScalarType acc = cuda::accumulate_type(x.scalar_type());
+  const at::ScalarType acc = accumulate_type(x.scalar_type());
   const at::Tensor xa = x.to(acc).contiguous();
   const at::Tensor ya = self ? xa : y_opt->to(acc).contiguous();
   const at::Tensor x_terms = cuda::norm_terms(xa, metric);
