@@ -38,6 +38,15 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
+def has_kernel(op: str, device_type: str) -> bool:
+    """Whether ``torch.ops.pyreid.<op>`` has a kernel for ``device_type`` ("cpu", "cuda") in this build.
+
+    The one probe pyreid uses (a CPU-only build registers no CUDA kernels, and
+    torch's CUDA tensors then reach no pyreid kernel).
+    """
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"pyreid::{op}", device_type.upper())
+
+
 _built_with = _base_version(build_info()["torch"])
 if _built_with != _base_version(torch.__version__):
     raise ImportError(

@@ -53,7 +53,7 @@ def test_float64_inputs_are_accepted_and_float64_memory_refused():
     memory(x64, targets).backward()
     assert x64.grad.dtype == torch.float64 and memory.features.dtype == torch.float32
     memory.features = memory.features.double()
-    with pytest.raises(RuntimeError, match="memory must be float32, got Double"):
+    with pytest.raises(TypeError, match="memory must be float32, got Double"):
         memory(x.double().requires_grad_(), targets).backward()
 
 
@@ -99,6 +99,24 @@ def test_constructor_errors():
         pyreid.losses.ClusterMemory(8, 4, momentum=2.0)
     with pytest.raises(ValueError, match="temp must be positive"):
         pyreid.losses.ClusterMemory(8, 4, temp=0.0)
+
+
+def test_forward_errors():
+    # The update op's error types, raised in forward rather than in backward.
+    memory = pyreid.losses.ClusterMemory.from_centroids(torch.randn(4, 8))
+    x = torch.randn(6, 8)
+    with pytest.raises(TypeError, match="ClusterMemory: targets must be int64, got torch.int32"):
+        memory(x, torch.zeros(6, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"inputs must be B x 8 and targets B, got \(6, 5\) and \(6,\)"):
+        memory(torch.randn(6, 5), torch.zeros(6, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"inputs must be B x 8 and targets B, got \(6, 8\) and \(5,\)"):
+        memory(x, torch.zeros(5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="inputs must be a 2-D tensor, got 1-D"):
+        memory(x[0], torch.zeros(1, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"targets must be in \[0, 4\), got \[0, 4\]"):
+        memory(x, torch.tensor([0, 1, 2, 3, 4, 0]))
+    with pytest.raises(ValueError, match="features is on cpu but inputs is on meta"):
+        memory(x.to("meta"), torch.zeros(6, dtype=torch.int64))
 
 
 @pytest.mark.parametrize("use_hard", [False, True])

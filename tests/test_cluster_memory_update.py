@@ -264,7 +264,7 @@ def test_fake_tensor_mode_does_not_touch_data():
     ],
 )
 def test_shape_errors(memory_shape, inputs_shape, targets_shape, match):
-    with pytest.raises(RuntimeError, match=match):
+    with pytest.raises(ValueError, match=match):
         pyreid.ops.cluster_memory_update_(
             torch.zeros(memory_shape), torch.zeros(inputs_shape), torch.zeros(targets_shape, dtype=torch.int64), 0.2
         )
@@ -272,40 +272,40 @@ def test_shape_errors(memory_shape, inputs_shape, targets_shape, match):
 
 def test_value_errors():
     memory, inputs, targets = make_problem(4, 3, 5)
-    with pytest.raises(RuntimeError, match=r"targets\[2\] = 3 is out of range for a memory of 3 rows"):
+    with pytest.raises(ValueError, match=r"targets\[2\] = 3 is out of range for a memory of 3 rows"):
         pyreid.ops.cluster_memory_update_(memory, inputs, torch.tensor([0, 1, 3, 2]), 0.2)
-    with pytest.raises(RuntimeError, match=r"targets\[0\] = -1 is out of range"):
+    with pytest.raises(ValueError, match=r"targets\[0\] = -1 is out of range"):
         pyreid.ops.cluster_memory_update_(memory, inputs, torch.tensor([-1, 1, 0, 2]), 0.2)
     for bad in (-0.1, 1.5, float("nan")):
-        with pytest.raises(RuntimeError, match="momentum must be in \\[0, 1\\]"):
+        with pytest.raises(ValueError, match="momentum must be in \\[0, 1\\]"):
             pyreid.ops.cluster_memory_update_(memory, inputs, targets, bad)
-    with pytest.raises(RuntimeError, match="unknown mode 'median'; expected 'momentum' or 'hard'"):
+    with pytest.raises(ValueError, match="unknown mode 'median'; expected 'momentum' or 'hard'"):
         pyreid.ops.cluster_memory_update_(memory, inputs, targets, 0.2, "median")
 
 
 def test_dtype_errors():
     memory, inputs, targets = make_problem(4, 3, 5)
-    with pytest.raises(RuntimeError, match="memory must be float32, got Double"):
+    with pytest.raises(TypeError, match="memory must be float32, got Double"):
         pyreid.ops.cluster_memory_update_(memory.double(), inputs, targets, 0.2)
-    with pytest.raises(RuntimeError, match="inputs must be float32, float16 or bfloat16, got Double"):
+    with pytest.raises(TypeError, match="inputs must be float32, float16 or bfloat16, got Double"):
         pyreid.ops.cluster_memory_update_(memory, inputs.double(), targets, 0.2)
-    with pytest.raises(RuntimeError, match="targets must be int64, got Int"):
+    with pytest.raises(TypeError, match="targets must be int64, got Int"):
         pyreid.ops.cluster_memory_update_(memory, inputs, targets.int(), 0.2)
 
 
 @cuda
 def test_device_mix_error():
     memory, inputs, targets = make_problem(4, 3, 5)
-    with pytest.raises(RuntimeError, match="memory is on cuda:0 but inputs is on cpu"):
+    with pytest.raises(ValueError, match="memory is on cuda:0 but inputs is on cpu"):
         pyreid.ops.cluster_memory_update_(memory.cuda(), inputs, targets.cuda(), 0.2)
-    with pytest.raises(RuntimeError, match="memory is on cuda:0 but targets is on cpu"):
+    with pytest.raises(ValueError, match="memory is on cuda:0 but targets is on cpu"):
         pyreid.ops.cluster_memory_update_(memory.cuda(), inputs.cuda(), targets, 0.2)
 
 
 def test_device_mix_error_on_meta():
     # Without a GPU, a meta tensor stands in for the other device.
     memory, inputs, targets = make_problem(4, 3, 5)
-    with pytest.raises(RuntimeError, match="memory is on cpu but inputs is on meta"):
+    with pytest.raises(ValueError, match="memory is on cpu but inputs is on meta"):
         pyreid.ops.cluster_memory_update_(memory, inputs.to("meta"), targets, 0.2)
 
 

@@ -39,6 +39,8 @@ def test_defaults_flags_and_printing(capsys):
 def test_errors():
     with pytest.raises(ValueError, match="k1 must be smaller than the number of points N=20, got k1=20"):
         pyreid.compat.compute_jaccard_distance(features(20, 4), print_flag=False)
+    with pytest.raises(ValueError, match="k2 must be <= k1, got k1=5, k2=6"):
+        pyreid.compat.compute_jaccard_distance(features(20, 4), k1=5, print_flag=False)
 
 
 @pytest.mark.cuda

@@ -244,28 +244,28 @@ def test_sparse_and_dense_agree_when_everything_is_stored():
 
 def test_input_errors():
     d = torch.zeros(3, 3)
-    with pytest.raises(RuntimeError, match=r"eps must be > 0, got eps=0"):
+    with pytest.raises(ValueError, match=r"eps must be > 0, got eps=0"):
         pyreid.ops.dbscan(d, 0.0, 2)
-    with pytest.raises(RuntimeError, match=r"min_samples must be >= 1, got min_samples=0"):
+    with pytest.raises(ValueError, match=r"min_samples must be >= 1, got min_samples=0"):
         pyreid.ops.dbscan(d, 0.5, 0)
-    with pytest.raises(RuntimeError, match=r"square N x N matrix, got shape \[3, 4\]"):
+    with pytest.raises(ValueError, match=r"square N x N matrix, got shape \[3, 4\]"):
         pyreid.ops.dbscan(torch.zeros(3, 4), 0.5, 2)
-    with pytest.raises(RuntimeError, match=r"must be a 2-D tensor"):
+    with pytest.raises(ValueError, match=r"must be a 2-D tensor"):
         pyreid.ops.dbscan(torch.zeros(3), 0.5, 2)
-    with pytest.raises(RuntimeError, match=r"contains negative distances \(smallest -1"):
+    with pytest.raises(ValueError, match=r"contains negative distances \(smallest -1"):
         pyreid.ops.dbscan(torch.tensor([[0.0, -1.0], [-1.0, 0.0]]), 0.5, 2)
-    with pytest.raises(RuntimeError, match=r"contains NaN distances"):
+    with pytest.raises(ValueError, match=r"contains NaN distances"):
         pyreid.ops.dbscan(torch.tensor([[0.0, float("nan")], [0.0, 0.0]]), 0.5, 2)
-    with pytest.raises(RuntimeError, match=r"must be float16, bfloat16, float32 or float64"):
+    with pytest.raises(TypeError, match=r"must be float16, bfloat16, float32 or float64"):
         pyreid.ops.dbscan(torch.zeros(2, 2, dtype=torch.int64), 0.5, 2)
     bad = torch.sparse_csr_tensor(torch.tensor([0, 1, 2]), torch.tensor([1, 0]), torch.tensor([-0.5, 0.1]), (2, 2))
-    with pytest.raises(RuntimeError, match=r"values contains negative distances"):
+    with pytest.raises(ValueError, match=r"values contains negative distances"):
         pyreid.ops.dbscan(bad, 0.5, 2)
-    with pytest.raises(RuntimeError, match=r"square N x N matrix"):
+    with pytest.raises(ValueError, match=r"square N x N matrix"):
         pyreid.ops.dbscan(torch.zeros(2, 3).to_sparse_coo(), 0.5, 2)
-    with pytest.raises(RuntimeError, match=r"col_indices must lie in \[0, 2\), got range \[0, 5\]"):
+    with pytest.raises(ValueError, match=r"col_indices must lie in \[0, 2\), got range \[0, 5\]"):
         torch.ops.pyreid.dbscan_csr(torch.tensor([0, 1, 2]), torch.tensor([0, 5]), torch.tensor([0.1, 0.1]), 2, 0.5, 2)
-    with pytest.raises(RuntimeError, match=r"crow_indices must have n \+ 1 = 3 entries, got 2"):
+    with pytest.raises(ValueError, match=r"crow_indices must have n \+ 1 = 3 entries, got 2"):
         torch.ops.pyreid.dbscan_csr(torch.tensor([0, 2]), torch.tensor([0, 1]), torch.tensor([0.1, 0.1]), 2, 0.5, 2)
 
 

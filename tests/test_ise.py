@@ -68,6 +68,8 @@ def test_support_samples_errors():
         support_samples(features, labels, centroids, 0.5, k=6)
     with pytest.raises(ValueError, match="labels must be in \\[0, 6\\)"):
         support_samples(features, labels + 6, centroids, 0.5)
+    with pytest.raises(TypeError, match="labels must be int64, got torch.int32"):
+        support_samples(features, labels.int(), centroids, 0.5)
 
 
 def label_preserving_loss_loop(features, labels, supports, support_labels, temp):

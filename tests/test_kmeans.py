@@ -110,17 +110,17 @@ def test_dtypes(dtype):
 
 def test_input_errors():
     x = torch.randn(5, 3)
-    with pytest.raises(RuntimeError, match=r"k must be in \[1, 5\] \(the number of points\), got k=6"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, 5\] \(the number of points\), got k=6"):
         pyreid.ops.kmeans(x, 6)
-    with pytest.raises(RuntimeError, match=r"k must be in \[1, 5\].*got k=0"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, 5\].*got k=0"):
         pyreid.ops.kmeans(x, 0)
-    with pytest.raises(RuntimeError, match=r"x must be a 2-D tensor, got 1-D"):
+    with pytest.raises(ValueError, match=r"x must be a 2-D tensor, got 1-D"):
         pyreid.ops.kmeans(torch.randn(5), 2)
-    with pytest.raises(RuntimeError, match=r"x must be float16, bfloat16, float32 or float64"):
+    with pytest.raises(TypeError, match=r"x must be float16, bfloat16, float32 or float64"):
         pyreid.ops.kmeans(torch.ones(5, 3, dtype=torch.int64), 2)
-    with pytest.raises(RuntimeError, match=r"x contains NaN or Inf"):
+    with pytest.raises(ValueError, match=r"x contains NaN or Inf"):
         pyreid.ops.kmeans(torch.tensor([[0.0], [float("nan")]]), 1)
-    with pytest.raises(RuntimeError, match=r"iters must be >= 1"):
+    with pytest.raises(ValueError, match=r"iters must be >= 1"):
         pyreid.ops.kmeans(x, 2, iters=0)
 
 

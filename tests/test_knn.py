@@ -138,19 +138,19 @@ def test_opcheck(device, dtype, self_mode):
 
 def test_input_errors():
     x = torch.randn(6, 3)
-    with pytest.raises(RuntimeError, match=r"k must be in \[1, 6\] \(the number of points\), got k=0"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, 6\] \(the number of points\), got k=0"):
         pyreid.ops.knn(x, k=0)
-    with pytest.raises(RuntimeError, match=r"k must be in \[1, 4\] \(the number of rows of y\), got k=5"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, 4\] \(the number of rows of y\), got k=5"):
         pyreid.ops.knn(x, torch.randn(4, 3), k=5)
-    with pytest.raises(RuntimeError, match="x must be a 2-D tensor, got 3-D"):
+    with pytest.raises(ValueError, match="x must be a 2-D tensor, got 3-D"):
         pyreid.ops.knn(torch.randn(2, 3, 4), k=1)
-    with pytest.raises(RuntimeError, match="x has 3 features per row but y has 2"):
+    with pytest.raises(ValueError, match="x has 3 features per row but y has 2"):
         pyreid.ops.knn(x, torch.randn(4, 2), k=1)
-    with pytest.raises(RuntimeError, match="unknown metric 'l1'"):
+    with pytest.raises(ValueError, match="unknown metric 'l1'"):
         pyreid.ops.knn(x, k=1, metric="l1")
     bad = x.clone()
     bad[0, 0] = float("nan")
-    with pytest.raises(RuntimeError, match="x contains NaN or Inf"):
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
         pyreid.ops.knn(bad, k=2)
     with pytest.raises(TypeError):
         pyreid.ops.knn(x, None, 3)  # k is keyword-only: knn(x, k=3)
@@ -158,7 +158,7 @@ def test_input_errors():
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_device_mix_error():
-    with pytest.raises(RuntimeError, match="x is on cuda:0 but y is on cpu"):
+    with pytest.raises(ValueError, match="x is on cuda:0 but y is on cpu"):
         pyreid.ops.knn(torch.randn(3, 2, device="cuda"), torch.randn(3, 2), k=1)
 
 

@@ -60,15 +60,15 @@ def test_opcheck():
 
 def test_input_errors():
     x = torch.randn(10, 3)
-    with pytest.raises(RuntimeError, match="k must be in \\[1, 10\\]"):
+    with pytest.raises(ValueError, match="k must be in \\[1, 10\\]"):
         pyreid.ops.knn_row_max(x, k=11)
-    with pytest.raises(RuntimeError, match="k must be in \\[1, 10\\]"):
+    with pytest.raises(ValueError, match="k must be in \\[1, 10\\]"):
         pyreid.ops.knn_row_max(x, k=0)
-    with pytest.raises(RuntimeError, match="unknown metric 'l1'"):
+    with pytest.raises(ValueError, match="unknown metric 'l1'"):
         pyreid.ops.knn_row_max(x, k=2, metric="l1")
-    with pytest.raises(RuntimeError, match="must be a 2-D tensor"):
+    with pytest.raises(ValueError, match="must be a 2-D tensor"):
         pyreid.ops.knn_row_max(x[0], k=1)
-    with pytest.raises(RuntimeError, match="NaN or Inf"):
+    with pytest.raises(ValueError, match="NaN or Inf"):
         pyreid.ops.knn_row_max(torch.tensor([[0.0], [float("nan")]]), k=1)
     with pytest.raises(NotImplementedError, match="CPU kernel only, got a meta tensor"):
         pyreid.ops.knn_row_max(x.to("meta"), k=2)

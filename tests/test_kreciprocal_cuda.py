@@ -122,13 +122,13 @@ def test_kreciprocal_sets_deterministic():
 def test_kreciprocal_sets_errors_on_cuda():
     x = normalized_features(10, 4).cuda()
     _, nb = pyreid.ops.knn(x, k=4)
-    with pytest.raises(RuntimeError, match=r"neighbors must have between k1 = 5 and N = 10 columns, got 4"):
+    with pytest.raises(ValueError, match=r"neighbors must have between k1 = 5 and N = 10 columns, got 4"):
         pyreid.ops.kreciprocal_sets(nb, 5)
-    with pytest.raises(RuntimeError, match=r"neighbors must be indices in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"neighbors must be indices in \[0, 10\)"):
         pyreid.ops.kreciprocal_sets(nb + 7, 3)
-    with pytest.raises(RuntimeError, match=r"k1 must be in \[1, N - 1\] = \[1, 9\], got k1=10"):
+    with pytest.raises(ValueError, match=r"k1 must be in \[1, N - 1\] = \[1, 9\], got k1=10"):
         pyreid.ops.kreciprocal_sets(nb, 10)
-    with pytest.raises(RuntimeError, match="neighbors must be int64"):
+    with pytest.raises(TypeError, match="neighbors must be int64"):
         pyreid.ops.kreciprocal_sets(nb.int(), 3)
 
 
@@ -254,17 +254,17 @@ def test_kreciprocal_jaccard_deterministic():
 def test_kreciprocal_jaccard_errors_on_cuda():
     nb, crow, col, val = encoding(10, 4, 3, "cluster")
     crow_g, col_g, val_g, nb_g = to_cuda(crow, col, val, nb)
-    with pytest.raises(RuntimeError, match="val must be float32, got Double"):
+    with pytest.raises(TypeError, match="val must be float32, got Double"):
         pyreid.ops.kreciprocal_jaccard(crow_g, col_g, val_g.double(), nb_g, 10)
-    with pytest.raises(RuntimeError, match=r"rows must be in \[0, 10\], got 11"):
+    with pytest.raises(ValueError, match=r"rows must be in \[0, 10\], got 11"):
         pyreid.ops.kreciprocal_jaccard(crow_g, col_g, val_g, nb_g, 11)
-    with pytest.raises(RuntimeError, match=r"expansion must be in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"expansion must be in \[0, 10\)"):
         pyreid.ops.kreciprocal_jaccard(crow_g, col_g, val_g, nb_g + 9, 10)
-    with pytest.raises(RuntimeError, match=r"col must be in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"col must be in \[0, 10\)"):
         pyreid.ops.kreciprocal_jaccard(crow_g, col_g + 10, val_g, nb_g, 10)
-    with pytest.raises(RuntimeError, match="crow must start at 0 and end at nnz"):
+    with pytest.raises(ValueError, match="crow must start at 0 and end at nnz"):
         pyreid.ops.kreciprocal_jaccard(crow_g + 1, col_g, val_g, nb_g, 10)
-    with pytest.raises(RuntimeError, match="crow is on cpu but val is on cuda"):
+    with pytest.raises(ValueError, match="crow is on cpu but val is on cuda"):
         pyreid.ops.kreciprocal_jaccard(crow, col_g, val_g, nb_g, 10)
 
 

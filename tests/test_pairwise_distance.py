@@ -119,28 +119,28 @@ def test_opcheck(device, dtype, self_mode):
 
 def test_input_errors():
     x = torch.randn(4, 3)
-    with pytest.raises(RuntimeError, match="x must be a 2-D tensor, got 1-D"):
+    with pytest.raises(ValueError, match="x must be a 2-D tensor, got 1-D"):
         pyreid.ops.pairwise_distance(torch.randn(3))
-    with pytest.raises(RuntimeError, match="x has 3 features per row but y has 5"):
+    with pytest.raises(ValueError, match="x has 3 features per row but y has 5"):
         pyreid.ops.pairwise_distance(x, torch.randn(2, 5))
-    with pytest.raises(RuntimeError, match="x is Float but y is Double; cast one of them"):
+    with pytest.raises(TypeError, match="x is Float but y is Double; cast one of them"):
         pyreid.ops.pairwise_distance(x, torch.randn(2, 3, dtype=torch.float64))
-    with pytest.raises(RuntimeError, match="must be float16, bfloat16, float32 or float64, got Long"):
+    with pytest.raises(TypeError, match="must be float16, bfloat16, float32 or float64, got Long"):
         pyreid.ops.pairwise_distance(torch.ones(2, 3, dtype=torch.long))
-    with pytest.raises(RuntimeError, match="unknown metric 'manhattan'"):
+    with pytest.raises(ValueError, match="unknown metric 'manhattan'"):
         pyreid.ops.pairwise_distance(x, metric="manhattan")
     bad = x.clone()
     bad[1, 2] = float("nan")
-    with pytest.raises(RuntimeError, match="x contains NaN or Inf"):
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
         pyreid.ops.pairwise_distance(bad)
     bad[1, 2] = float("inf")
-    with pytest.raises(RuntimeError, match="y contains NaN or Inf"):
+    with pytest.raises(ValueError, match="y contains NaN or Inf"):
         pyreid.ops.pairwise_distance(x, bad)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_device_mix_error():
-    with pytest.raises(RuntimeError, match="x is on cpu but y is on cuda"):
+    with pytest.raises(ValueError, match="x is on cpu but y is on cuda"):
         pyreid.ops.pairwise_distance(torch.randn(3, 2), torch.randn(3, 2, device="cuda"))
 
 

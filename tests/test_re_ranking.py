@@ -106,9 +106,13 @@ def test_input_errors():
         pyreid.ops.re_ranking(q, torch.randn(10))
     with pytest.raises(ValueError, match=r"lambda_value must be in \[0, 1\], got 2"):
         pyreid.ops.re_ranking(q, g, k1=5, k2=2, lambda_value=2)
+    with pytest.raises(TypeError, match="query is torch.float32 but gallery is torch.float64; cast one of them"):
+        pyreid.ops.re_ranking(q, g.double(), k1=5, k2=2)
+    with pytest.raises(TypeError, match="gallery must be float16, bfloat16, float32 or float64, got torch.int64"):
+        pyreid.ops.re_ranking(q, g.long(), k1=5, k2=2)
     bad = g.clone()
     bad[0, 0] = float("inf")
-    with pytest.raises(ValueError, match="features contain NaN or Inf"):
+    with pytest.raises(ValueError, match="features contains NaN or Inf"):
         pyreid.ops.re_ranking(q, bad, k1=5, k2=2)
     d = np.random.rand(5, 10)
     with pytest.raises(ValueError, match=r"need 1 <= k2 <= k1 < Q \+ G = 15, got k1=20, k2=6"):
@@ -121,7 +125,7 @@ def test_cuda_input():
     query, gallery = query_gallery(30, 200, 16)
     cpu = pyreid.ops.re_ranking(query, gallery)
     if not torch._C._dispatch_has_kernel_for_dispatch_key("pyreid::kreciprocal_sets", "CUDA"):
-        with pytest.raises(NotImplementedError, match="no CUDA kernels"):
+        with pytest.raises(NotImplementedError, match="has no CUDA kernel for kreciprocal_sets"):
             pyreid.ops.re_ranking(query.cuda(), gallery.cuda())
     else:
         out = pyreid.ops.re_ranking(query.cuda(), gallery.cuda())

@@ -12,8 +12,8 @@ namespace pyreid {
 namespace dbscan {
 
 inline void check_parameters(double eps, int64_t min_samples, const char* op) {
-  TORCH_CHECK(eps > 0, op, ": eps must be > 0, got eps=", eps);
-  TORCH_CHECK(min_samples >= 1, op, ": min_samples must be >= 1, got min_samples=", min_samples);
+  TORCH_CHECK_VALUE(eps > 0, op, ": eps must be > 0, got eps=", eps);
+  TORCH_CHECK_VALUE(min_samples >= 1, op, ": min_samples must be >= 1, got min_samples=", min_samples);
 }
 
 // Distances must be non-negative and not NaN (+inf is allowed: never a
@@ -22,41 +22,41 @@ inline void check_distances(const at::Tensor& values, const char* op, const char
   check_floating(values, op, name);
   if (values.numel() == 0) return;
   const double smallest = values.min().item<double>();
-  TORCH_CHECK(!std::isnan(smallest), op, ": ", name, " contains NaN distances");
-  TORCH_CHECK(smallest >= 0, op, ": ", name, " contains negative distances (smallest ", smallest,
+  TORCH_CHECK_VALUE(!std::isnan(smallest), op, ": ", name, " contains NaN distances");
+  TORCH_CHECK_VALUE(smallest >= 0, op, ": ", name, " contains negative distances (smallest ", smallest,
               "); DBSCAN needs distances >= 0");
 }
 
 inline void check_dense(const at::Tensor& dist, const char* op) {
   check_dim(dist, 2, op, "dist");
-  TORCH_CHECK(dist.size(0) == dist.size(1), op, ": dist must be a square N x N matrix, got shape ",
-              dist.sizes());
+  TORCH_CHECK_VALUE(dist.size(0) == dist.size(1), op, ": dist must be a square N x N matrix, got shape ",
+                    dist.sizes());
   check_distances(dist, op, "dist");
 }
 
 inline void check_csr(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values, int64_t n,
                       const char* op) {
-  TORCH_CHECK(n >= 0, op, ": n must be >= 0, got n=", n);
+  TORCH_CHECK_VALUE(n >= 0, op, ": n must be >= 0, got n=", n);
   check_dim(crow, 1, op, "crow_indices");
   check_dim(col, 1, op, "col_indices");
   check_dim(values, 1, op, "values");
-  TORCH_CHECK(crow.scalar_type() == at::kLong && col.scalar_type() == at::kLong, op,
-              ": crow_indices and col_indices must be int64, got ", crow.scalar_type(), " and ",
-              col.scalar_type());
+  TORCH_CHECK_TYPE(crow.scalar_type() == at::kLong && col.scalar_type() == at::kLong, op,
+                   ": crow_indices and col_indices must be int64, got ", crow.scalar_type(), " and ",
+                   col.scalar_type());
   check_same_device(crow, values, op, "crow_indices", "values");
   check_same_device(col, values, op, "col_indices", "values");
-  TORCH_CHECK(crow.numel() == n + 1, op, ": crow_indices must have n + 1 = ", n + 1, " entries, got ",
-              crow.numel());
-  TORCH_CHECK(col.numel() == values.numel(), op, ": col_indices has ", col.numel(), " entries but values has ",
-              values.numel());
+  TORCH_CHECK_VALUE(crow.numel() == n + 1, op, ": crow_indices must have n + 1 = ", n + 1, " entries, got ",
+                    crow.numel());
+  TORCH_CHECK_VALUE(col.numel() == values.numel(), op, ": col_indices has ", col.numel(),
+                    " entries but values has ", values.numel());
   const int64_t nnz = crow[n].item<int64_t>();
-  TORCH_CHECK(nnz == values.numel(), op, ": crow_indices[n] = ", nnz, " but there are ", values.numel(),
-              " stored values");
+  TORCH_CHECK_VALUE(nnz == values.numel(), op, ": crow_indices[n] = ", nnz, " but there are ", values.numel(),
+                    " stored values");
   if (values.numel() > 0) {
     const auto [lo, hi] = at::aminmax(col);
     const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
-    TORCH_CHECK(lo_v >= 0 && hi_v < n, op, ": col_indices must lie in [0, ", n, "), got range [", lo_v, ", ", hi_v,
-                "]");
+    TORCH_CHECK_VALUE(lo_v >= 0 && hi_v < n, op, ": col_indices must lie in [0, ", n, "), got range [", lo_v,
+                      ", ", hi_v, "]");
   }
   check_distances(values, op, "values");
 }

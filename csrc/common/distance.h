@@ -24,7 +24,7 @@ inline Metric parse_metric(const std::string& name, const char* op) {
   if (name == "sqeuclidean") return Metric::SqEuclidean;
   if (name == "euclidean") return Metric::Euclidean;
   if (name == "cosine") return Metric::Cosine;
-  TORCH_CHECK(false, op, ": unknown metric '", name,
+  TORCH_CHECK_VALUE(false, op, ": unknown metric '", name,
               "'; expected 'sqeuclidean', 'euclidean' or 'cosine'");
 }
 

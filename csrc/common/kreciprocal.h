@@ -51,7 +51,7 @@ enum class EncodingVariant : int { Cluster = 0, Original = 1 };
 inline EncodingVariant parse_encoding_variant(const std::string& name, const char* op) {
   if (name == "cluster") return EncodingVariant::Cluster;
   if (name == "original") return EncodingVariant::Original;
-  TORCH_CHECK(false, op, ": unknown variant '", name, "'; expected 'cluster' or 'original'");
+  TORCH_CHECK_VALUE(false, op, ": unknown variant '", name, "'; expected 'cluster' or 'original'");
 }
 
 // The softmax logit -d_ij of one pair, from <x_i, x_j> ("cluster") or

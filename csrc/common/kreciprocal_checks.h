@@ -17,13 +17,13 @@ namespace pyreid {
 // neighbors: N x K int64 lists with k1 <= K <= N, entries in [0, N); 1 <= k1 < N.
 inline void check_kreciprocal_sets_args(const at::Tensor& neighbors, int64_t k1, const char* op) {
   check_dim(neighbors, 2, op, "neighbors");
-  TORCH_CHECK(neighbors.scalar_type() == at::kLong, op, ": neighbors must be int64, got ", neighbors.scalar_type());
+  check_dtype(neighbors, at::kLong, "int64", op, "neighbors");
   const int64_t n = neighbors.size(0), k = neighbors.size(1);
-  TORCH_CHECK(k1 >= 1 && k1 < n, op, ": k1 must be in [1, N - 1] = [1, ", n - 1, "], got k1=", k1);
-  TORCH_CHECK(k >= k1 && k <= n, op, ": neighbors must have between k1 = ", k1, " and N = ", n, " columns, got ",
-              k);
-  TORCH_CHECK(at::logical_and(neighbors >= 0, neighbors < n).all().item<bool>(), op,
-              ": neighbors must be indices in [0, ", n, ")");
+  TORCH_CHECK_VALUE(k1 >= 1 && k1 < n, op, ": k1 must be in [1, N - 1] = [1, ", n - 1, "], got k1=", k1);
+  TORCH_CHECK_VALUE(k >= k1 && k <= n, op, ": neighbors must have between k1 = ", k1, " and N = ", n,
+                    " columns, got ", k);
+  TORCH_CHECK_VALUE(at::logical_and(neighbors >= 0, neighbors < n).all().item<bool>(), op,
+                    ": neighbors must be indices in [0, ", n, ")");
 }
 
 // V as CSR (crow N + 1, col and val nnz, col in [0, N)), expansion N x k2
@@ -34,28 +34,28 @@ inline void check_kreciprocal_jaccard_args(const at::Tensor& crow, const at::Ten
   check_dim(col, 1, op, "col");
   check_dim(val, 1, op, "val");
   check_dim(expansion, 2, op, "expansion");
-  TORCH_CHECK(crow.scalar_type() == at::kLong && col.scalar_type() == at::kLong &&
-                  expansion.scalar_type() == at::kLong,
-              op, ": crow, col and expansion must be int64");
-  TORCH_CHECK(val.scalar_type() == at::kFloat, op, ": val must be float32, got ", val.scalar_type());
+  check_dtype(crow, at::kLong, "int64", op, "crow");
+  check_dtype(col, at::kLong, "int64", op, "col");
+  check_dtype(expansion, at::kLong, "int64", op, "expansion");
+  check_dtype(val, at::kFloat, "float32", op, "val");
   check_same_device(crow, val, op, "crow", "val");
   check_same_device(col, val, op, "col", "val");
   check_same_device(expansion, val, op, "expansion", "val");
   const int64_t n = crow.size(0) - 1;
-  TORCH_CHECK(n >= 0, op, ": crow must have N + 1 entries, got an empty tensor");
+  TORCH_CHECK_VALUE(n >= 0, op, ": crow must have N + 1 entries, got an empty tensor");
   const int64_t nnz = col.size(0);
-  TORCH_CHECK(nnz == val.size(0), op, ": col has ", nnz, " entries but val has ", val.size(0));
-  TORCH_CHECK(expansion.size(0) == n && expansion.size(1) >= 1, op, ": expansion must be N x k2 with N = ", n,
-              " and k2 >= 1, got shape ", expansion.sizes());
-  TORCH_CHECK(rows >= 0 && rows <= n, op, ": rows must be in [0, ", n, "], got ", rows);
-  TORCH_CHECK(crow.select(0, 0).item<int64_t>() == 0 && crow.select(0, n).item<int64_t>() == nnz, op,
-              ": crow must start at 0 and end at nnz = ", nnz);
+  TORCH_CHECK_VALUE(nnz == val.size(0), op, ": col has ", nnz, " entries but val has ", val.size(0));
+  TORCH_CHECK_VALUE(expansion.size(0) == n && expansion.size(1) >= 1, op, ": expansion must be N x k2 with N = ",
+                    n, " and k2 >= 1, got shape ", expansion.sizes());
+  TORCH_CHECK_VALUE(rows >= 0 && rows <= n, op, ": rows must be in [0, ", n, "], got ", rows);
+  TORCH_CHECK_VALUE(crow.select(0, 0).item<int64_t>() == 0 && crow.select(0, n).item<int64_t>() == nnz, op,
+                    ": crow must start at 0 and end at nnz = ", nnz);
   if (nnz > 0) {
-    TORCH_CHECK(at::logical_and(col >= 0, col < n).all().item<bool>(), op, ": col must be in [0, ", n, ")");
+    TORCH_CHECK_VALUE(at::logical_and(col >= 0, col < n).all().item<bool>(), op, ": col must be in [0, ", n, ")");
   }
   if (expansion.numel() > 0) {
-    TORCH_CHECK(at::logical_and(expansion >= 0, expansion < n).all().item<bool>(), op, ": expansion must be in [0, ",
-                n, ")");
+    TORCH_CHECK_VALUE(at::logical_and(expansion >= 0, expansion < n).all().item<bool>(), op,
+                      ": expansion must be in [0, ", n, ")");
   }
 }
 
@@ -66,8 +66,8 @@ inline void check_csr_pattern(const at::Tensor& crow, const at::Tensor& col, int
   at::Tensor ok = at::logical_and(crow.select(0, 0) == 0, crow.select(0, n) == nnz);
   if (n > 0) ok = at::logical_and(ok, (crow.diff() >= 0).all());
   if (nnz > 0) ok = at::logical_and(ok, at::logical_and(col >= 0, col < n).all());
-  TORCH_CHECK(ok.item<bool>(), op, ": (crow, col) must be a CSR pattern of N = ", n,
-              " rows: crow non-decreasing from 0 to nnz = ", nnz, " and col in [0, ", n, ")");
+  TORCH_CHECK_VALUE(ok.item<bool>(), op, ": (crow, col) must be a CSR pattern of N = ", n,
+                    " rows: crow non-decreasing from 0 to nnz = ", nnz, " and col in [0, ", n, ")");
 }
 
 // kreciprocal_weights' checks that need no values from the device; the
@@ -77,27 +77,26 @@ inline EncodingVariant check_kreciprocal_weights_args(const at::Tensor& x, const
                                                       const std::optional<at::Tensor>& row_max, const char* op) {
   const EncodingVariant v = parse_encoding_variant(variant, op);
   check_dim(x, 2, op, "x");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
-              ": x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+                   ": x must be float32 or float64, got ", x.scalar_type());
   check_dim(crow, 1, op, "crow");
   check_dim(col, 1, op, "col");
-  TORCH_CHECK(crow.scalar_type() == at::kLong && col.scalar_type() == at::kLong, op,
-              ": crow and col must be int64, got ", crow.scalar_type(), " and ", col.scalar_type());
-  TORCH_CHECK(crow.size(0) == x.size(0) + 1, op, ": crow must have N + 1 = ", x.size(0) + 1,
-              " entries for N = ", x.size(0), " rows of x, got ", crow.size(0));
+  check_dtype(crow, at::kLong, "int64", op, "crow");
+  check_dtype(col, at::kLong, "int64", op, "col");
+  TORCH_CHECK_VALUE(crow.size(0) == x.size(0) + 1, op, ": crow must have N + 1 = ", x.size(0) + 1,
+                    " entries for N = ", x.size(0), " rows of x, got ", crow.size(0));
   check_same_device(x, crow, op, "x", "crow");
   check_same_device(x, col, op, "x", "col");
   if (v == EncodingVariant::Original) {
-    TORCH_CHECK(row_max.has_value(), op, ": variant 'original' needs row_max (the row maxima of the squared "
-                "distances)");
+    TORCH_CHECK_VALUE(row_max.has_value(), op,
+                      ": variant 'original' needs row_max (the row maxima of the squared distances)");
     check_dim(*row_max, 1, op, "row_max");
-    TORCH_CHECK(row_max->size(0) == x.size(0), op, ": row_max must have N = ", x.size(0), " entries, got ",
-                row_max->size(0));
-    TORCH_CHECK(row_max->scalar_type() == x.scalar_type(), op, ": row_max is ", row_max->scalar_type(),
-                " but x is ", x.scalar_type(), "; cast one of them");
+    TORCH_CHECK_VALUE(row_max->size(0) == x.size(0), op, ": row_max must have N = ", x.size(0), " entries, got ",
+                      row_max->size(0));
+    check_same_dtype(*row_max, x, op, "row_max", "x");
     check_same_device(x, *row_max, op, "x", "row_max");
   } else {
-    TORCH_CHECK(!row_max.has_value(), op, ": row_max is only used by variant 'original'; pass None");
+    TORCH_CHECK_VALUE(!row_max.has_value(), op, ": row_max is only used by variant 'original'; pass None");
   }
   return v;
 }

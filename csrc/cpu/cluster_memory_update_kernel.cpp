@@ -25,8 +25,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
 #include "common/cluster_memory.h"
+#include "common/cluster_memory_checks.h"
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define PYREID_CLUSTER_MEMORY_AVX 1
@@ -295,17 +295,14 @@ void update_groups(float* memory, const scalar_t* inputs, const int64_t* targets
 
 void cluster_memory_update_cpu(at::Tensor memory, const at::Tensor& inputs, const at::Tensor& targets,
                                double momentum, c10::string_view mode_name) {
-  check_cluster_memory_update_args(memory, inputs, targets, momentum, kOp);
-  const MemoryUpdateMode mode = parse_memory_update_mode(std::string(mode_name), kOp);
+  const MemoryUpdateMode mode =
+      check_cluster_memory_update_args(memory, inputs, targets, momentum, std::string(mode_name), kOp);
   const int64_t batch = inputs.size(0), num_rows = memory.size(0), dim = memory.size(1);
   if (batch == 0) return;
 
   const at::Tensor targets_c = targets.contiguous();
   const int64_t* labels = targets_c.data_ptr<int64_t>();
-  for (int64_t i = 0; i < batch; ++i) {
-    TORCH_CHECK(labels[i] >= 0 && labels[i] < num_rows, kOp, ": targets[", i, "] = ", labels[i],
-                " is out of range for a memory of ", num_rows, " rows");
-  }
+  check_targets_in_range(labels, batch, num_rows, kOp);
   if (dim == 0) return;
 
   std::vector<int64_t> order(batch);

@@ -23,7 +23,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/distance_checks.h"
 #include "common/distance.h"
 #include "cpu/distance_tiles.h"
 
@@ -292,11 +292,9 @@ void with_metric_constant(Metric metric, const Fn& fn) {
 std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
                                            int64_t k, c10::string_view metric_name) {
   constexpr const char* op = "knn";
-  check_feature_pair(x, y_opt, op);
-  const Metric metric = parse_metric(std::string(metric_name), op);
+  const Metric metric = check_knn_args(x, y_opt, k, metric_name, op);
   const bool self = !y_opt.has_value();
-  const int64_t n = x.size(0), m = self ? n : y_opt->size(0);
-  check_k(k, m, self, op);
+  const int64_t n = x.size(0);
   at::Tensor out_dist = at::empty({n, k}, x.options());
   at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
   if (n == 0) return {out_dist, out_index};
@@ -327,10 +325,8 @@ std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optio
 std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_row_max_cpu(const at::Tensor& x, int64_t k,
                                                                c10::string_view metric_name) {
   constexpr const char* op = "knn_row_max";
-  check_feature_pair(x, std::nullopt, op);
-  const Metric metric = parse_metric(std::string(metric_name), op);
+  const Metric metric = check_knn_args(x, std::nullopt, k, metric_name, op);
   const int64_t n = x.size(0);
-  check_k(k, n, /*self=*/true, op);
   at::Tensor out_dist = at::empty({n, k}, x.options());
   at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
   const at::ScalarType acc = accumulate_type(x.scalar_type());

@@ -5,7 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/distance_checks.h"
 #include "common/distance.h"
 #include "cpu/distance_tiles.h"
 
@@ -19,8 +19,7 @@ constexpr int64_t kScratchElements = int64_t(1) << 22;
 at::Tensor pairwise_distance_cpu(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
                                  c10::string_view metric_name) {
   constexpr const char* op = "pairwise_distance";
-  check_feature_pair(x, y_opt, op);
-  const Metric metric = parse_metric(std::string(metric_name), op);
+  const Metric metric = check_pairwise_distance_args(x, y_opt, metric_name, op);
   const bool self = !y_opt.has_value();
   const int64_t n = x.size(0), m = self ? n : y_opt->size(0);
   at::Tensor out = at::empty({n, m}, x.options());

@@ -19,8 +19,8 @@
 #include <limits>
 #include <tuple>
 
-#include "common/checks.h"
 #include "common/cluster_memory.h"
+#include "common/cluster_memory_checks.h"
 #include "common/cuda_helpers.cuh"
 
 namespace pyreid {
@@ -105,11 +105,11 @@ __global__ void __launch_bounds__(kThreads)
 
 void cluster_memory_update_cuda(at::Tensor memory, const at::Tensor& inputs, const at::Tensor& targets,
                                 double momentum, c10::string_view mode_name) {
-  check_cluster_memory_update_args(memory, inputs, targets, momentum, kOp);
-  const MemoryUpdateMode mode = parse_memory_update_mode(std::string(mode_name), kOp);
+  const MemoryUpdateMode mode =
+      check_cluster_memory_update_args(memory, inputs, targets, momentum, std::string(mode_name), kOp);
   const int64_t batch = inputs.size(0), num_rows = memory.size(0), dim = memory.size(1);
-  TORCH_CHECK(batch <= std::numeric_limits<int32_t>::max(), kOp, ": a batch of ", batch,
-              " samples is more than one launch handles; split it");
+  TORCH_CHECK_VALUE(batch <= std::numeric_limits<int32_t>::max(), kOp, ": a batch of ", batch,
+                    " samples is more than one launch handles; split it");
   if (batch == 0 || dim == 0) return;
   const c10::cuda::CUDAGuard device_guard(memory.device());
 

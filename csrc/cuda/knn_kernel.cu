@@ -24,7 +24,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/distance_checks.h"
 #include "common/cuda_helpers.cuh"
 #include "common/distance.h"
 #include "cuda/distance_tiles.cuh"
@@ -212,11 +212,9 @@ __global__ void knn_write_kernel(const acc_t* __restrict__ list_dist, const int6
 std::tuple<at::Tensor, at::Tensor> knn_cuda(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
                                             int64_t k, c10::string_view metric_name) {
   constexpr const char* op = "knn";
-  check_feature_pair(x, y_opt, op);
-  const Metric metric = parse_metric(std::string(metric_name), op);
+  const Metric metric = check_knn_args(x, y_opt, k, metric_name, op);
   const bool self = !y_opt.has_value();
   const int64_t n = x.size(0), m = self ? n : y_opt->size(0);
-  check_k(k, m, self, op);
   const c10::cuda::CUDAGuard device_guard(x.device());
   at::Tensor out_dist = at::empty({n, k}, x.options());
   at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));

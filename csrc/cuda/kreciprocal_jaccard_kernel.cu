@@ -206,7 +206,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cuda(const at
   check_kreciprocal_jaccard_args(crow, col, val, expansion, rows, op);
   const int64_t n = crow.size(0) - 1;
   // Chunk keys are local row * N + column, local row < N: N^2 must fit in int64.
-  TORCH_CHECK(n <= (int64_t(1) << 31), op, ": the CUDA kernel supports N <= 2^31 points, got N = ", n);
+  TORCH_CHECK_VALUE(n <= (int64_t(1) << 31), op, ": the CUDA kernel supports N <= 2^31 points, got N = ", n);
   const int64_t k2 = expansion.size(1);
   const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous(), val_c = val.contiguous();
   const at::Tensor exp_c = expansion.contiguous();

@@ -7,7 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "common/checks.h"
+#include "common/distance_checks.h"
 #include "common/cuda_helpers.cuh"
 #include "common/distance.h"
 #include "cuda/distance_tiles.cuh"
@@ -37,8 +37,7 @@ __global__ void distance_epilogue_kernel(const acc_t* dot, const acc_t* __restri
 at::Tensor pairwise_distance_cuda(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
                                   c10::string_view metric_name) {
   constexpr const char* op = "pairwise_distance";
-  check_feature_pair(x, y_opt, op);
-  const Metric metric = parse_metric(std::string(metric_name), op);
+  const Metric metric = check_pairwise_distance_args(x, y_opt, metric_name, op);
   const c10::cuda::CUDAGuard device_guard(x.device());
   const bool self = !y_opt.has_value();
   const int64_t n = x.size(0), m = self ? n : y_opt->size(0);

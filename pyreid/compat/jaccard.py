@@ -28,14 +28,17 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
     Returns:
         numpy N x N float32 (float16 with ``use_float16``) Jaccard distances.
 
-    The k-reciprocal stages run on the CPU in this build: CUDA features are
-    copied to the CPU first (the result is a numpy array either way).
+    CUDA features are clustered on the GPU when this build has the CUDA
+    kernels, else copied to the CPU first (the result is a numpy array either
+    way). Errors are :func:`pyreid.ops.jaccard_distance`'s (ValueError for
+    k1 / k2 out of range, TypeError for non-floating features).
 
     Example:
         >>> x = torch.nn.functional.normalize(torch.randn(200, 64), dim=1)
         >>> compute_jaccard_distance(x, k1=20, k2=6, print_flag=False).shape
         (200, 200)
     """
+    from pyreid._extension import has_kernel
     from pyreid.ops.jaccard import jaccard_distance
 
     del search_option
@@ -43,10 +46,8 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
     if print_flag:
         print("Computing jaccard distance...")
     x = torch.as_tensor(target_features).detach()
-    if x.device.type != "cpu" and not torch._C._dispatch_has_kernel_for_dispatch_key(
-        "pyreid::kreciprocal_sets", x.device.type.upper()
-    ):
-        x = x.cpu()
+    if not has_kernel("kreciprocal_sets", x.device.type):
+        x = x.cpu()  # the caller gets numpy either way
     dist = jaccard_distance(x.float(), k1=k1, k2=k2, variant="cluster").cpu().numpy()
     if use_float16:
         dist = dist.astype(np.float16)

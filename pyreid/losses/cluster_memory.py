@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyreid.distributed import all_gather_rows
-from pyreid.ops.cluster_memory_update import MODES, cluster_memory_update_
+from pyreid.ops._checks import check_dim, check_dtype, check_memory_mode, check_momentum, check_same_device
+from pyreid.ops.cluster_memory_update import cluster_memory_update_
 
 __all__ = ["ClusterMemory"]
 
@@ -71,10 +72,9 @@ class ClusterMemory(nn.Module):
         self, num_features: int, num_samples: int, temp: float = 0.05, momentum: float = 0.2, mode: str = "momentum"
     ):
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"ClusterMemory: unknown mode '{mode}'; expected 'momentum' or 'hard'")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"ClusterMemory: momentum must be in [0, 1], got {momentum}")
+        # The update op's own checks, at construction rather than at the first backward.
+        check_memory_mode(mode, "ClusterMemory")
+        check_momentum(momentum, "ClusterMemory")
         if temp <= 0:
             raise ValueError(f"ClusterMemory: temp must be positive, got {temp}")
         self.num_features = num_features
@@ -104,7 +104,26 @@ class ClusterMemory(nn.Module):
         self.num_samples = centroids.shape[0]
         return self
 
+    def _check_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Errors before the forward, not at the update in backward (the update op's types and wording)."""
+        op = "ClusterMemory"
+        check_dim(inputs, 2, "inputs", op)
+        check_dim(targets, 1, "targets", op)
+        check_dtype(targets, torch.int64, "targets", op)
+        check_same_device(self.features, inputs, "features", "inputs", op)
+        check_same_device(self.features, targets, "features", "targets", op)
+        if inputs.shape[1] != self.features.shape[1] or targets.shape[0] != inputs.shape[0]:
+            raise ValueError(
+                f"{op}: inputs must be B x {self.features.shape[1]} and targets B, got "
+                f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
+            )
+        # A range check on CUDA would synchronise every step; the update kernel asserts there.
+        k = self.features.shape[0]
+        if not targets.is_cuda and targets.numel() and not bool(((targets >= 0) & (targets < k)).all()):
+            raise ValueError(f"{op}: targets must be in [0, {k}), got [{int(targets.min())}, {int(targets.max())}]")
+
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        self._check_batch(inputs, targets)
         inputs = F.normalize(inputs, dim=1)
         similarity = _MemorySimilarity.apply(inputs, targets, self.features, self.momentum, self.mode)
         return F.cross_entropy(similarity / self.temp, targets)

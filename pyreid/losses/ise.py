@@ -54,6 +54,8 @@ def support_samples(
         (torch.Size([8, 16]), True)
     """
     num_clusters = centroids.shape[0]
+    if labels.dtype != torch.int64:
+        raise TypeError(f"support_samples: labels must be int64, got {labels.dtype}")
     if not 1 <= k < num_clusters:
         raise ValueError(f"support_samples: k must be in [1, {num_clusters - 1}] (other clusters), got {k}")
     if features.shape[0] and not bool(((labels >= 0) & (labels < num_clusters)).all()):

@@ -26,6 +26,14 @@ __all__ = ["HardestPairs", "batch_hard_mining", "batch_hard_triplet_loss", "Trip
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 
 
+def _check_options(margin: Optional[float], metric: str) -> None:
+    """The loss's own options (the features go through pairwise_distance's checks)."""
+    if metric not in METRICS:
+        raise ValueError(f"triplet loss: unknown metric '{metric}'; expected one of {', '.join(METRICS)}")
+    if margin is not None and margin < 0:
+        raise ValueError(f"triplet loss: margin must be >= 0 or None (soft margin), got {margin}")
+
+
 class HardestPairs(NamedTuple):
     """Per anchor: the hardest positive / negative distance and index, and whether it has both."""
 
@@ -73,10 +81,7 @@ def batch_hard_triplet_loss(features: torch.Tensor, targets: torch.Tensor, margi
         >>> f = torch.randn(8, 16, requires_grad=True)
         >>> batch_hard_triplet_loss(f, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])).backward()
     """
-    if metric not in METRICS:
-        raise ValueError(f"triplet loss: unknown metric '{metric}'; expected one of {', '.join(METRICS)}")
-    if margin is not None and margin < 0:
-        raise ValueError(f"triplet loss: margin must be >= 0 or None (soft margin), got {margin}")
+    _check_options(margin, metric)
     if features.dim() != 2 or targets.shape != features.shape[:1]:
         raise ValueError(f"triplet loss: features must be B x D and targets B, got {tuple(features.shape)} "
                          f"and {tuple(targets.shape)}")
@@ -96,10 +101,7 @@ class TripletLoss(nn.Module):
 
     def __init__(self, margin: Optional[float] = 0.3, metric: str = "euclidean", normalize: bool = False):
         super().__init__()
-        if metric not in METRICS:
-            raise ValueError(f"triplet loss: unknown metric '{metric}'; expected one of {', '.join(METRICS)}")
-        if margin is not None and margin < 0:
-            raise ValueError(f"triplet loss: margin must be >= 0 or None (soft margin), got {margin}")
+        _check_options(margin, metric)
         self.margin, self.metric, self.normalize = margin, metric, normalize
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

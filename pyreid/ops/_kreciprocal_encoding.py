@@ -13,43 +13,11 @@ import torch
 from pyreid.ops.knn import knn
 from pyreid.ops.knn_row_max import knn_row_max
 from pyreid.ops.kreciprocal_sets import kreciprocal_sets
-from pyreid.ops.kreciprocal_weights import VARIANTS, kreciprocal_weights
+from pyreid.ops.kreciprocal_weights import kreciprocal_weights
 from pyreid.ops.pairwise_distance import pairwise_distance
 
 # Elements of one distance tile when computing row maxima.
 _TILE_ELEMENTS = 1 << 24
-
-
-def check_kreciprocal_args(x: torch.Tensor, k1: int, k2: int, op: str, variant: Optional[str] = None) -> None:
-    """The input errors of jaccard_graph / jaccard_distance / re_ranking, with the values in the message."""
-    if variant is not None and variant not in VARIANTS:
-        raise ValueError(f"{op}: unknown variant '{variant}'; expected 'cluster' or 'original'")
-    if x.dim() != 2:
-        raise ValueError(f"{op}: features must be a 2-D tensor, got {x.dim()}-D with shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{op}: features must be float16, bfloat16, float32 or float64, got {x.dtype}")
-    if k1 < 1:
-        raise ValueError(f"{op}: k1 must be >= 1, got k1={k1}")
-    if k2 < 1:
-        raise ValueError(f"{op}: k2 must be >= 1, got k2={k2}")
-    if k2 > k1:
-        raise ValueError(f"{op}: k2 must be <= k1, got k1={k1}, k2={k2}")
-    n = x.shape[0]
-    if k1 >= n:
-        raise ValueError(f"{op}: k1 must be smaller than the number of points N={n}, got k1={k1}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{op}: features contain NaN or Inf; clean them first (e.g. torch.nan_to_num)")
-
-
-def check_device_supported(x: torch.Tensor, op: str) -> None:
-    """The set and Jaccard stages have CPU kernels only in this build: say so instead of a dispatcher error."""
-    if x.device.type == "cpu":
-        return
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("pyreid::kreciprocal_sets", x.device.type.upper()):
-        raise NotImplementedError(
-            f"{op}: no {x.device.type.upper()} kernels for the k-reciprocal stages in this build of pyreid; "
-            "pass CPU features (features.cpu())"
-        )
 
 
 def row_max_sqeuclidean(x: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,9 @@
 
 import torch
 
-__all__ = ["cluster_memory_update_"]
+from pyreid.ops._checks import check_cluster_memory_update_args
 
-MODES = ("momentum", "hard")
-_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+__all__ = ["cluster_memory_update_"]
 
 
 def cluster_memory_update_(
@@ -39,7 +38,10 @@ def cluster_memory_update_(
     :class:`pyreid.losses.ClusterMemory` for the loss and its backward). On CUDA
     the call never syncs with the host, so an out-of-range label there is a
     device-side assertion (as in PyTorch's indexing ops) rather than a Python
-    error.
+    error; on the CPU it is a ValueError.
+
+    Raises ValueError for a wrong rank, width, batch size, device mix,
+    momentum or mode, and TypeError for a wrong dtype.
 
     Example:
         >>> memory = torch.nn.functional.normalize(torch.randn(10, 64), dim=1)
@@ -50,41 +52,7 @@ def cluster_memory_update_(
     return memory
 
 
-def _check_args(memory, inputs, targets, momentum, mode):
-    """Mirrors check_cluster_memory_update_args in csrc/common/cluster_memory.h."""
-    op = "cluster_memory_update_"
-    for name, t, dim in (("memory", memory, 2), ("inputs", inputs, 2), ("targets", targets, 1)):
-        torch._check(
-            t.dim() == dim,
-            lambda t=t, name=name, dim=dim: (
-                f"{op}: {name} must be a {dim}-D tensor, got {t.dim()}-D with shape {tuple(t.shape)}"
-            ),
-        )
-    torch._check(memory.dtype == torch.float32, lambda: f"{op}: memory must be float32, got {memory.dtype}")
-    torch._check(
-        inputs.dtype in _INPUT_DTYPES, lambda: f"{op}: inputs must be float32, float16 or bfloat16, got {inputs.dtype}"
-    )
-    torch._check(targets.dtype == torch.int64, lambda: f"{op}: targets must be int64, got {targets.dtype}")
-    for name, t in (("inputs", inputs), ("targets", targets)):
-        torch._check(
-            t.device == memory.device,
-            lambda t=t, name=name: (
-                f"{op}: memory is on {memory.device} but {name} is on {t.device}; move both to the same device"
-            ),
-        )
-    torch._check(
-        inputs.shape[1] == memory.shape[1],
-        lambda: f"{op}: inputs have {inputs.shape[1]} features per row but memory has {memory.shape[1]}",
-    )
-    torch._check(
-        targets.shape[0] == inputs.shape[0],
-        lambda: f"{op}: inputs have {inputs.shape[0]} rows but targets has {targets.shape[0]} labels",
-    )
-    torch._check(0.0 <= momentum <= 1.0, lambda: f"{op}: momentum must be in [0, 1], got {momentum}")
-    torch._check(mode in MODES, lambda: f"{op}: unknown mode '{mode}'; expected 'momentum' or 'hard'")
-
-
 @torch.library.register_fake("pyreid::cluster_memory_update_")
 def _cluster_memory_update_fake(memory, inputs, targets, momentum, mode):
-    _check_args(memory, inputs, targets, momentum, mode)
+    check_cluster_memory_update_args(memory, inputs, targets, momentum, mode)
     return None

@@ -2,6 +2,13 @@
 
 import torch
 
+from pyreid.ops._checks import (
+    check_dbscan_csr_args,
+    check_dbscan_dense_args,
+    check_dbscan_parameters,
+    check_dbscan_sparse_layout,
+)
+
 __all__ = ["dbscan"]
 
 
@@ -35,12 +42,16 @@ def dbscan(dist: torch.Tensor, eps: float, min_samples: int = 5) -> torch.Tensor
     :func:`pyreid.ops.jaccard_graph`, costs O(stored entries), so it scales to
     millions of points where a dense matrix cannot exist.
 
+    Raises ValueError for a bad eps / min_samples, a non-square or malformed
+    matrix, or negative / NaN distances, and TypeError for non-floating
+    distances or non-int64 sparse indices.
+
     Example:
         >>> d = torch.tensor([[0.0, 0.1, 0.9], [0.1, 0.0, 0.9], [0.9, 0.9, 0.0]])
         >>> pyreid.ops.dbscan(d, eps=0.2, min_samples=2)
         tensor([ 0,  0, -1])
     """
-    _check_parameters(eps, min_samples)
+    check_dbscan_parameters(eps, min_samples)
     if dist.layout == torch.strided:
         return torch.ops.pyreid.dbscan_dense.default(dist, float(eps), int(min_samples))
     crow, col, values, n = _csr_arrays(dist)
@@ -49,51 +60,20 @@ def dbscan(dist: torch.Tensor, eps: float, min_samples: int = 5) -> torch.Tensor
 
 def _csr_arrays(dist: torch.Tensor):
     """(crow_indices, col_indices, values, n) of a sparse COO/CSR N x N matrix, int64 indices."""
-    torch._check(
-        dist.layout in (torch.sparse_coo, torch.sparse_csr),
-        lambda: f"dbscan: sparse dist must be sparse_coo or sparse_csr, got {dist.layout}",
-    )
-    torch._check(
-        dist.dim() == 2 and dist.dense_dim() == 0,
-        lambda: f"dbscan: dist must be a 2-D matrix with scalar entries, got shape {tuple(dist.shape)}",
-    )
-    torch._check(
-        dist.shape[0] == dist.shape[1],
-        lambda: f"dbscan: dist must be a square N x N matrix, got shape {tuple(dist.shape)}",
-    )
+    check_dbscan_sparse_layout(dist)
     if dist.layout == torch.sparse_coo:
         # Duplicate entries are summed, as scipy does when it converts to CSR.
         dist = dist.coalesce().to_sparse_csr()
     return dist.crow_indices().long(), dist.col_indices().long(), dist.values(), int(dist.shape[0])
 
 
-def _check_parameters(eps, min_samples):
-    torch._check(eps > 0, lambda: f"dbscan: eps must be > 0, got eps={eps}")
-    torch._check(min_samples >= 1, lambda: f"dbscan: min_samples must be >= 1, got min_samples={min_samples}")
-
-
 @torch.library.register_fake("pyreid::dbscan_dense")
 def _dbscan_dense_fake(dist, eps, min_samples):
-    _check_parameters(eps, min_samples)
-    torch._check(dist.dim() == 2, lambda: f"dbscan: dist must be a 2-D tensor, got {dist.dim()}-D")
-    torch._check(
-        dist.shape[0] == dist.shape[1],
-        lambda: f"dbscan: dist must be a square N x N matrix, got shape {tuple(dist.shape)}",
-    )
-    torch._check(dist.is_floating_point(), lambda: f"dbscan: dist must be floating, got {dist.dtype}")
+    check_dbscan_dense_args(dist, eps, min_samples)
     return dist.new_empty((dist.shape[0],), dtype=torch.int64)
 
 
 @torch.library.register_fake("pyreid::dbscan_csr")
 def _dbscan_csr_fake(crow_indices, col_indices, values, n, eps, min_samples):
-    _check_parameters(eps, min_samples)
-    torch._check(
-        crow_indices.dim() == 1 and crow_indices.shape[0] == n + 1,
-        lambda: f"dbscan: crow_indices must have n + 1 = {n + 1} entries, got {tuple(crow_indices.shape)}",
-    )
-    torch._check(
-        col_indices.shape == values.shape,
-        lambda: f"dbscan: col_indices has shape {tuple(col_indices.shape)} but values {tuple(values.shape)}",
-    )
-    torch._check(values.is_floating_point(), lambda: f"dbscan: values must be floating, got {values.dtype}")
+    check_dbscan_csr_args(crow_indices, col_indices, values, n, eps, min_samples)
     return values.new_empty((n,), dtype=torch.int64)

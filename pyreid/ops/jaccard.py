@@ -5,11 +5,8 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops._kreciprocal_encoding import (
-    check_device_supported,
-    check_kreciprocal_args,
-    kreciprocal_encoding,
-)
+from pyreid.ops._checks import check_kreciprocal_args
+from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 
 __all__ = ["jaccard_distance", "jaccard_graph"]
@@ -19,7 +16,6 @@ def _jaccard_csr(
     features: torch.Tensor, k1: int, k2: int, max_distance: float, variant: str, op: str
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     check_kreciprocal_args(features, k1, k2, op, variant)
-    check_device_supported(features, op)
     x = features if features.dtype == torch.float64 else features.float()
     neighbors, crow, col, val = kreciprocal_encoding(x, k1, variant)
     return kreciprocal_jaccard(crow, col, val, neighbors[:, :k2].contiguous(), x.shape[0], max_distance)
@@ -52,6 +48,10 @@ def jaccard_graph(
         float32 ``torch.sparse_csr`` N x N, columns sorted per row; the diagonal
         is always stored and zero distances are stored as explicit zeros.
         Memory O(N k1 k2).
+
+    Raises ValueError for a wrong rank, k1 / k2 out of range, an unknown
+    variant or NaN/Inf features, TypeError for non-floating features, and
+    NotImplementedError for a device this build has no kernels for.
 
     Example:
         >>> x = torch.nn.functional.normalize(torch.randn(500, 64), dim=1)

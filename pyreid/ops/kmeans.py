@@ -5,6 +5,7 @@ from typing import Tuple
 
 import torch
 
+from pyreid.ops._checks import check_kmeans_args
 from pyreid.ops.knn import knn
 
 __all__ = ["kmeans"]
@@ -39,19 +40,16 @@ def kmeans(
     al., TOMM 2018), which clusters features into as many clusters as there
     are identities.
 
+    Raises ValueError for a wrong rank, k / iters / tol out of range or
+    NaN/Inf input and TypeError for non-floating input.
+
     Example:
         >>> x = torch.cat([torch.randn(100, 8), torch.randn(100, 8) + 10])
         >>> centroids, labels = pyreid.ops.kmeans(x, 2)
         >>> int(labels[:100].unique().numel()), int(labels[100:].unique().numel())
         (1, 1)
     """
-    torch._check(x.dim() == 2, lambda: f"kmeans: x must be a 2-D tensor, got {x.dim()}-D with shape {tuple(x.shape)}")
-    torch._check(x.is_floating_point(), lambda: f"kmeans: x must be float16, bfloat16, float32 or float64, got {x.dtype}")
-    n = x.shape[0]
-    torch._check(1 <= k <= n, lambda: f"kmeans: k must be in [1, {n}] (the number of points), got k={k}")
-    torch._check(iters >= 1, lambda: f"kmeans: iters must be >= 1, got iters={iters}")
-    torch._check(tol >= 0, lambda: f"kmeans: tol must be >= 0, got tol={tol}")
-    torch._check(bool(torch.isfinite(x).all()), lambda: "kmeans: x contains NaN or Inf")
+    check_kmeans_args(x, k, iters, tol)
     x = x.detach()
     x = x.double() if x.dtype == torch.float64 else x.float()
     x = x.contiguous()

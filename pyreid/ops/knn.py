@@ -4,7 +4,7 @@ from typing import Optional
 
 import torch
 
-from pyreid.ops._checks import check_feature_pair, check_metric
+from pyreid.ops._checks import check_knn_args
 
 __all__ = ["knn"]
 
@@ -38,21 +38,20 @@ def knn(
     ``torch.cdist(x, y).topk(k, largest=False)`` (and faiss' exact search) at
     any scale. Not differentiable.
 
+    Raises ValueError for a wrong rank, width, device mix, k, metric or
+    NaN/Inf input and TypeError for a non-floating or mixed dtype.
+
     Example:
         >>> x = torch.randn(1000, 64)
         >>> dist, idx = pyreid.ops.knn(x, k=5, metric="cosine")
         >>> bool((idx[:, 0] == torch.arange(1000)).all())
         True
     """
-    check_metric(metric, "knn")
     return torch.ops.pyreid.knn.default(x, y, int(k), metric)
 
 
 @torch.library.register_fake("pyreid::knn")
 def _knn_fake(x, y, k, metric):
-    check_metric(metric, "knn")
-    check_feature_pair(x, y, "knn")
-    m = x.shape[0] if y is None else y.shape[0]
-    torch._check(1 <= k <= m, lambda: f"knn: k must be in [1, {m}], got k={k}")
+    check_knn_args(x, y, k, metric)
     n = x.shape[0]
     return x.new_empty((n, k)), x.new_empty((n, k), dtype=torch.int64)

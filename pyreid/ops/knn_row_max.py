@@ -2,7 +2,7 @@
 
 import torch
 
-from pyreid.ops._checks import check_feature_pair, check_metric
+from pyreid.ops._checks import check_knn_args
 
 __all__ = ["knn_row_max"]
 
@@ -27,13 +27,15 @@ def knn_row_max(x: torch.Tensor, *, k: int, metric: str = "sqeuclidean") -> tupl
         :func:`pyreid.ops.knn` returns them, ``row_max`` (N, dtype of x) the
         largest distance from each point to any other point (0 when N = 1).
 
+    Raises ValueError and TypeError as :func:`pyreid.ops.knn` does, and
+    NotImplementedError for a tensor that is not on the CPU.
+
     Example:
         >>> x = torch.randn(500, 32)
         >>> dist, idx, row_max = pyreid.ops.knn_row_max(x, k=10)
         >>> bool(torch.allclose(row_max, torch.cdist(x, x).square().amax(dim=1), rtol=1e-4))
         True
     """
-    check_metric(metric, "knn_row_max")
     if x.device.type != "cpu":
         raise NotImplementedError(
             f"knn_row_max: CPU kernel only, got a {x.device.type} tensor; on a GPU compute the row maxima in "
@@ -44,8 +46,6 @@ def knn_row_max(x: torch.Tensor, *, k: int, metric: str = "sqeuclidean") -> tupl
 
 @torch.library.register_fake("pyreid::knn_row_max")
 def _knn_row_max_fake(x, k, metric):
-    check_metric(metric, "knn_row_max")
-    check_feature_pair(x, None, "knn_row_max")
+    check_knn_args(x, None, k, metric, op="knn_row_max")
     n = x.shape[0]
-    torch._check(1 <= k <= n, lambda: f"knn_row_max: k must be in [1, {n}], got k={k}")
     return x.new_empty((n, k)), x.new_empty((n, k), dtype=torch.int64), x.new_empty((n,))

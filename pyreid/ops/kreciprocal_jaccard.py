@@ -4,6 +4,8 @@ from typing import Tuple
 
 import torch
 
+from pyreid.ops._checks import check_kreciprocal_jaccard_args
+
 __all__ = ["kreciprocal_jaccard"]
 
 
@@ -33,6 +35,9 @@ def kreciprocal_jaccard(
         CPU and CUDA kernels return the same CSR (the CUDA kernel sums in the
         CPU's order); both are deterministic.
 
+    Raises ValueError for inconsistent shapes, offsets, index ranges, rows or
+    devices and TypeError for a wrong dtype.
+
     Example:
         >>> crow, col = torch.tensor([0, 1, 2]), torch.tensor([0, 1])
         >>> pyreid.ops.kreciprocal_jaccard(crow, col, torch.ones(2), torch.tensor([[0], [1]]), 2)[2]
@@ -43,8 +48,6 @@ def kreciprocal_jaccard(
 
 @torch.library.register_fake("pyreid::kreciprocal_jaccard")
 def _kreciprocal_jaccard_fake(crow, col, val, expansion, rows, max_distance):
-    torch._check(val.dtype == torch.float32, lambda: f"kreciprocal_jaccard: val must be float32, got {val.dtype}")
-    n = crow.shape[0] - 1
-    torch._check(0 <= rows <= n, lambda: f"kreciprocal_jaccard: rows must be in [0, {n}], got {rows}")
+    check_kreciprocal_jaccard_args(crow, col, val, expansion, rows)
     nnz = torch.library.get_ctx().new_dynamic_size()
     return crow.new_empty((rows + 1,)), col.new_empty((nnz,)), val.new_empty((nnz,))

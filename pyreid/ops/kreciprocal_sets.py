@@ -4,6 +4,8 @@ from typing import Tuple
 
 import torch
 
+from pyreid.ops._checks import check_kreciprocal_sets_args
+
 __all__ = ["kreciprocal_sets"]
 
 
@@ -20,6 +22,9 @@ def kreciprocal_sets(neighbors: torch.Tensor, k1: int) -> Tuple[torch.Tensor, to
         ``(crow, col)``: int64 CSR pattern of the N x N set-membership matrix,
         each row's columns ascending. CPU and CUDA kernels give the same sets.
 
+    Raises ValueError for a wrong shape, k1 or index range and TypeError for
+    non-int64 lists.
+
     Example:
         >>> _, nb = pyreid.ops.knn(torch.randn(100, 8), k=10)
         >>> crow, col = pyreid.ops.kreciprocal_sets(nb, 10)
@@ -31,9 +36,7 @@ def kreciprocal_sets(neighbors: torch.Tensor, k1: int) -> Tuple[torch.Tensor, to
 
 @torch.library.register_fake("pyreid::kreciprocal_sets")
 def _kreciprocal_sets_fake(neighbors, k1):
-    torch._check(neighbors.dim() == 2, lambda: "kreciprocal_sets: neighbors must be a 2-D tensor")
-    torch._check(neighbors.dtype == torch.int64, lambda: "kreciprocal_sets: neighbors must be int64")
+    check_kreciprocal_sets_args(neighbors, k1)
     n = neighbors.shape[0]
-    torch._check(1 <= k1 < n, lambda: f"kreciprocal_sets: k1 must be in [1, N - 1] = [1, {n - 1}], got k1={k1}")
     nnz = torch.library.get_ctx().new_dynamic_size()
     return neighbors.new_empty((n + 1,)), neighbors.new_empty((nnz,))

@@ -4,10 +4,9 @@ from typing import Optional
 
 import torch
 
-__all__ = ["kreciprocal_weights"]
+from pyreid.ops._checks import check_kreciprocal_weights_args
 
-# The two encodings: Cluster-Contrast's and the re-ranking paper's.
-VARIANTS = ("cluster", "original")
+__all__ = ["kreciprocal_weights"]
 
 
 def kreciprocal_weights(
@@ -30,6 +29,10 @@ def kreciprocal_weights(
     Returns:
         nnz float32 values, aligned with ``col``; each non-empty row sums to 1.
 
+    Raises ValueError for an unknown variant, inconsistent shapes or CSR
+    pattern, a missing or superfluous row_max, or a device mix, and
+    TypeError for a wrong dtype.
+
     Example:
         >>> x = torch.nn.functional.normalize(torch.randn(100, 16), dim=1)
         >>> crow, col = pyreid.ops.kreciprocal_sets(pyreid.ops.knn(x, k=10)[1], 10)
@@ -41,15 +44,5 @@ def kreciprocal_weights(
 
 @torch.library.register_fake("pyreid::kreciprocal_weights")
 def _kreciprocal_weights_fake(x, crow, col, variant, row_max):
-    op = "kreciprocal_weights"
-    torch._check(variant in VARIANTS, lambda: f"{op}: unknown variant '{variant}'; expected 'cluster' or 'original'")
-    torch._check(x.dim() == 2, lambda: f"{op}: x must be a 2-D tensor, got {x.dim()}-D with shape {tuple(x.shape)}")
-    torch._check(
-        x.dtype in (torch.float32, torch.float64), lambda: f"{op}: x must be float32 or float64, got {x.dtype}"
-    )
-    torch._check(
-        crow.shape[0] == x.shape[0] + 1,
-        lambda: f"{op}: crow must have N + 1 = {x.shape[0] + 1} entries for N = {x.shape[0]} rows of x",
-    )
-    torch._check((row_max is not None) == (variant == "original"), lambda: f"{op}: row_max goes with 'original' only")
+    check_kreciprocal_weights_args(x, crow, col, variant, row_max)
     return col.new_empty(col.shape, dtype=torch.float32)

@@ -4,7 +4,7 @@ from typing import Optional
 
 import torch
 
-from pyreid.ops._checks import check_feature_pair, check_metric
+from pyreid.ops._checks import check_pairwise_distance_args
 
 __all__ = ["pairwise_distance"]
 
@@ -27,20 +27,21 @@ def pairwise_distance(x: torch.Tensor, y: Optional[torch.Tensor] = None, metric:
     Use :func:`pyreid.ops.knn` when only the nearest neighbours are needed: it
     never materialises this N x M matrix.
 
+    Raises ValueError for a wrong rank, width, device mix, metric or NaN/Inf
+    input and TypeError for a non-floating or mixed dtype.
+
     Example:
         >>> x = torch.randn(5, 16)
         >>> d = pyreid.ops.pairwise_distance(x, metric="euclidean")
         >>> d.shape, float(d[0, 0])
         (torch.Size([5, 5]), 0.0)
     """
-    check_metric(metric, "pairwise_distance")
     return torch.ops.pyreid.pairwise_distance.default(x, y, metric)
 
 
 @torch.library.register_fake("pyreid::pairwise_distance")
 def _pairwise_distance_fake(x, y, metric):
-    check_metric(metric, "pairwise_distance")
-    check_feature_pair(x, y, "pairwise_distance")
+    check_pairwise_distance_args(x, y, metric)
     m = x.shape[0] if y is None else y.shape[0]
     return x.new_empty((x.shape[0], m))
 

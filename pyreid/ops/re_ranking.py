@@ -2,12 +2,8 @@
 
 import torch
 
-from pyreid.ops._kreciprocal_encoding import (
-    check_device_supported,
-    check_kreciprocal_args,
-    kreciprocal_encoding,
-    smallest_stable,
-)
+from pyreid.ops._checks import check_kreciprocal_args, check_re_ranking_args
+from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding, smallest_stable
 from pyreid.ops.knn_row_max import knn_row_max
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 from pyreid.ops.pairwise_distance import pairwise_distance
@@ -76,27 +72,22 @@ def re_ranking(
     Returns:
         Q x G float32 distances (smaller is more similar).
 
+    Raises ValueError for a wrong rank, width or device mix, k1 / k2 /
+    lambda_value out of range or NaN/Inf features, TypeError for a
+    non-floating or mixed dtype, and NotImplementedError for a device this
+    build has no kernels for.
+
     Example:
         >>> q, g = torch.randn(50, 32), torch.randn(400, 32)
         >>> pyreid.ops.re_ranking(q, g).shape
         torch.Size([50, 400])
     """
-    op = "re_ranking"
-    for name, t in (("query", query), ("gallery", gallery)):
-        if t.dim() != 2:
-            raise ValueError(f"{op}: {name} must be a 2-D tensor, got {t.dim()}-D with shape {tuple(t.shape)}")
-    if query.shape[1] != gallery.shape[1]:
-        raise ValueError(f"{op}: query has {query.shape[1]} features per row but gallery has {gallery.shape[1]}")
-    if query.device != gallery.device:
-        raise ValueError(f"{op}: query is on {query.device} but gallery is on {gallery.device}")
-    if not 0.0 <= lambda_value <= 1.0:
-        raise ValueError(f"{op}: lambda_value must be in [0, 1], got {lambda_value}")
+    check_re_ranking_args(query, gallery, lambda_value)
     q, g = query.shape[0], gallery.shape[0]
     if q == 0 or g == 0:
         return query.new_zeros((q, g), dtype=torch.float32)
     x = torch.cat([query, gallery]).float()
-    check_kreciprocal_args(x, k1, k2, op)
-    check_device_supported(x, op)
+    check_kreciprocal_args(x, k1, k2, "re_ranking")
     row_max, d, neighbors = _distances_and_neighbors(x, q, k1 + 1)
     neighbors, crow, col, val = kreciprocal_encoding(x, k1, "original", row_max, neighbors)
     jcrow, jcol, jval = kreciprocal_jaccard(crow, col, val, neighbors[:, :k2].contiguous(), q, 1.0)
