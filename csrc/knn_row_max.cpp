@@ -9,9 +9,12 @@
 //
 // The original k-reciprocal re-ranking divides every row of the distance
 // matrix by its maximum before encoding it. The kNN pass already evaluates
-// every pair (each once, from the symmetric tiles), so the maxima come from
-// the same distances for free instead of a second N x N pass. CPU kernel
-// only: on CUDA, re_ranking computes the maxima in its own tiled pass.
+// every pair, so the maxima come from the same distances instead of a second
+// N x N pass: on the CPU each pair once, from the symmetric tiles (row_max is
+// then exactly symmetric in its pairs); on CUDA the selection kernel reduces
+// each row's maximum while it reads the row's tile. This is pyreid's one row
+// maximum: jaccard_graph ("original") and re_ranking take theirs from here.
+// Errors as knn's (common/checks.h).
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(pyreid, m) {

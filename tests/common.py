@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+import pyreid
+
 HAS_CUDA = torch.cuda.is_available()
 
 cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
@@ -29,3 +31,11 @@ def relative_error(out, ref):
     assert not torch.isnan(out).any(), "output has NaN"
     denom = ref.norm()
     return float((out - ref).norm() / (denom if denom > 0 else 1))
+
+
+# CUDA cases of ops whose CUDA kernels a CPU-only build of pyreid lacks: they
+# need a GPU and a build with the kernels (tests/test_build.py checks that a
+# build has all CUDA kernels or none).
+CUDA_KERNELS = HAS_CUDA and bool(pyreid.build_info()["cuda_kernels"])
+cuda_kernels = pytest.mark.skipif(not CUDA_KERNELS, reason="needs a CUDA device and a build with the CUDA kernels")
+KERNEL_DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, cuda_kernels])]

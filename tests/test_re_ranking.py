@@ -5,6 +5,7 @@ from common import clustered_features, cuda
 
 import pyreid
 import pyreid.compat
+from pyreid.compat.re_ranking import smallest_stable
 from pyreid.ops._reference import pairwise_distance_reference
 from pyreid.ops._reference_kreciprocal import (
     re_ranking_features_reference,
@@ -132,16 +133,11 @@ def test_cuda_input():
         assert (out.cpu() - cpu).abs().max() < 1e-5
 
 
-def test_one_distance_pass_neighbours_equal_knn_with_ties():
-    # re_ranking selects neighbours from its own distance tiles (with the row
-    # maxima); on integer coordinates (many exact ties) and duplicated points
-    # the lists must equal ops.knn's exactly: self first, ties to the smaller index.
-    from pyreid.ops.re_ranking import _one_distance_pass
-
+def test_compat_ranking_is_the_stable_argsort_with_ties():
+    # compat ranks rows of the (Q+G)^2 matrix like the original's argsort; on
+    # integer values (many exact ties) the k smallest must be the first k of
+    # a stable sort: ties to the smaller index.
     g = torch.Generator().manual_seed(3)
-    x = torch.randint(0, 3, (700, 2), generator=g).float()
-    row_max, block, nb = _one_distance_pass(x, 100, 21)
-    assert torch.equal(nb, pyreid.ops.knn(x, k=21)[1])
-    full = pairwise_distance_reference(x, None, "sqeuclidean")
-    assert torch.equal(row_max.double(), full.max(dim=1).values)
-    assert torch.equal(block.double(), full[:100, 100:])
+    tile = torch.randint(0, 4, (300, 700), generator=g).float()
+    for k in (1, 21, 700):
+        assert torch.equal(smallest_stable(tile, k), tile.argsort(dim=1, stable=True)[:, :k])

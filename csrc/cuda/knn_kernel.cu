@@ -16,6 +16,11 @@
 // After the first tile few candidates pass the threshold, so the cost is one
 // read of the tile. No fixed-size per-thread arrays: k is limited only by
 // memory (the running lists are global).
+//
+// knn_row_max runs the same search with one more output: while a block reads
+// its row's distances it also reduces their maximum (the point itself left
+// out), folded into row_max[i] tile after tile, so the original re-ranking's
+// row normaliser costs no second pass over the N x N distances.
 #include <limits>
 
 #include <ATen/ATen.h>
@@ -134,14 +139,29 @@ __device__ void merge_buffer(SelectBuffer<acc_t>& buf, acc_t* list_dist, int64_t
   __syncthreads();
 }
 
+// Largest v over the block, for thread 0. Every thread must call it.
+template <typename acc_t>
+__device__ __forceinline__ acc_t block_max_to_thread0(acc_t v) {
+  __shared__ acc_t warp_max[kSelectThreads / 32];
+  v = warp_all_max(v);
+  if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < int(blockDim.x >> 5); ++w) v = warp_max[w] > v ? warp_max[w] : v;
+  }
+  return v;
+}
+
 // One block per row of the row block. dot: rows x cols (this tile);
-// lists/scratch: rows x kk, the running k best of each row.
+// lists/scratch: rows x kk, the running k best of each row (kk may be 0 when
+// only row_max is wanted). row_max: null, or N running maxima over the
+// columns other than the row's own point (distances are >= 0, so 0 starts it).
 template <typename acc_t>
 __global__ void __launch_bounds__(kSelectThreads)
     knn_select_tile_kernel(const acc_t* __restrict__ dot, int64_t cols, const acc_t* __restrict__ x_terms,
                            const acc_t* __restrict__ y_terms, int64_t row0, int64_t col0, Metric metric,
                            bool exclude_self, int64_t kk, acc_t* list_dist, int64_t* list_index,
-                           acc_t* scratch_dist, int64_t* scratch_index) {
+                           acc_t* scratch_dist, int64_t* scratch_index, acc_t* __restrict__ row_max) {
   __shared__ SelectBuffer<acc_t> buf;
   const int64_t r = blockIdx.x;
   const int64_t i = row0 + r;
@@ -153,11 +173,14 @@ __global__ void __launch_bounds__(kSelectThreads)
   int64_t* my_scratch_index = scratch_index + r * kk;
   if (threadIdx.x == 0) {
     buf.count = 0;
-    buf.threshold_dist = my_dist[kk - 1];
-    buf.threshold_index = my_index[kk - 1];
+    if (kk > 0) {
+      buf.threshold_dist = my_dist[kk - 1];
+      buf.threshold_index = my_index[kk - 1];
+    }
   }
   __syncthreads();
 
+  acc_t largest = 0;
   for (int64_t c = 0; c < cols; c += blockDim.x) {
     const int64_t col = c + threadIdx.x;
     acc_t d = 0;
@@ -166,7 +189,9 @@ __global__ void __launch_bounds__(kSelectThreads)
     if (col < cols) {
       j = col0 + col;
       d = distance_from_dot(dot_row[col], x_term, y_terms[j], metric);
-      take = !(exclude_self && j == i) && key_less(d, j, buf.threshold_dist, buf.threshold_index);
+      const bool other = !(exclude_self && j == i);
+      if (other && d > largest) largest = d;
+      take = kk > 0 && other && key_less(d, j, buf.threshold_dist, buf.threshold_index);
     }
     // Also a barrier: every thread has read the threshold and the count.
     const int taken = __syncthreads_count(take);
@@ -183,6 +208,11 @@ __global__ void __launch_bounds__(kSelectThreads)
   __syncthreads();
   if (buf.count > 0) {
     merge_buffer(buf, my_dist, my_index, my_scratch_dist, my_scratch_index, kk);
+  }
+  if (row_max != nullptr) {
+    largest = block_max_to_thread0(largest);
+    // One block per row per launch and launches in stream order: no race.
+    if (threadIdx.x == 0 && largest > row_max[i]) row_max[i] = largest;
   }
 }
 
@@ -209,13 +239,13 @@ __global__ void knn_write_kernel(const acc_t* __restrict__ list_dist, const int6
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> knn_cuda(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
-                                            int64_t k, c10::string_view metric_name) {
-  constexpr const char* op = "knn";
-  const Metric metric = check_knn_args(x, y_opt, k, metric_name, op);
+// The tiled search of knn and knn_row_max (arguments already checked, device
+// guard set). row_max: null, or N zeros in the accumulation dtype that become
+// max_{j != i} d(i, j) (self search only).
+std::tuple<at::Tensor, at::Tensor> knn_search(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
+                                              int64_t k, Metric metric, at::Tensor* row_max) {
   const bool self = !y_opt.has_value();
   const int64_t n = x.size(0), m = self ? n : y_opt->size(0);
-  const c10::cuda::CUDAGuard device_guard(x.device());
   at::Tensor out_dist = at::empty({n, k}, x.options());
   at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
   if (n == 0) return {out_dist, out_index};
@@ -243,9 +273,11 @@ std::tuple<at::Tensor, at::Tensor> knn_cuda(const at::Tensor& x, const std::opti
     using acc_t = at::opmath_type<scalar_t>;
     for (int64_t r0 = 0; r0 < n; r0 += rows_per_block) {
       const int64_t rows = std::min(rows_per_block, n - r0);
-      if (kk > 0) {
-        list_dist.fill_(std::numeric_limits<acc_t>::infinity());
-        list_index.fill_(kNoIndex);
+      if (kk > 0 || row_max != nullptr) {
+        if (kk > 0) {
+          list_dist.fill_(std::numeric_limits<acc_t>::infinity());
+          list_index.fill_(kNoIndex);
+        }
         for (int64_t c0 = 0; c0 < m; c0 += cols_per_tile) {
           const int64_t cols = std::min(cols_per_tile, m - c0);
           at::Tensor dot = dot_buffer.narrow(0, 0, rows * cols).view({rows, cols});
@@ -253,7 +285,8 @@ std::tuple<at::Tensor, at::Tensor> knn_cuda(const at::Tensor& x, const std::opti
           knn_select_tile_kernel<acc_t><<<static_cast<unsigned int>(rows), kSelectThreads, 0, stream>>>(
               dot.data_ptr<acc_t>(), cols, x_terms.data_ptr<acc_t>(), y_terms.data_ptr<acc_t>(), r0, c0, metric,
               self, kk, list_dist.data_ptr<acc_t>(), list_index.data_ptr<int64_t>(),
-              scratch_dist.data_ptr<acc_t>(), scratch_index.data_ptr<int64_t>());
+              scratch_dist.data_ptr<acc_t>(), scratch_index.data_ptr<int64_t>(),
+              row_max != nullptr ? row_max->data_ptr<acc_t>() : nullptr);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       }
@@ -266,10 +299,29 @@ std::tuple<at::Tensor, at::Tensor> knn_cuda(const at::Tensor& x, const std::opti
   return {out_dist, out_index};
 }
 
+std::tuple<at::Tensor, at::Tensor> knn_cuda(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
+                                            int64_t k, c10::string_view metric_name) {
+  constexpr const char* op = "knn";
+  const Metric metric = check_knn_args(x, y_opt, k, metric_name, op);
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  return knn_search(x, y_opt, k, metric, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_row_max_cuda(const at::Tensor& x, int64_t k,
+                                                                c10::string_view metric_name) {
+  constexpr const char* op = "knn_row_max";
+  const Metric metric = check_knn_args(x, std::nullopt, k, metric_name, op);
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  at::Tensor row_max = at::zeros({x.size(0)}, x.options().dtype(accumulate_type(x.scalar_type())));
+  auto [dist, index] = knn_search(x, std::nullopt, k, metric, &row_max);
+  return {dist, index, row_max.to(x.scalar_type())};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyreid, CUDA, m) {
   m.impl("knn", &knn_cuda);
+  m.impl("knn_row_max", &knn_row_max_cuda);
 }
 
 }  // namespace pyreid

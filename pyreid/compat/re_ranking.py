@@ -9,6 +9,25 @@ __all__ = ["re_ranking"]
 _RANK_ROWS = 1024
 
 
+def smallest_stable(tile: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices of the k smallest entries of each row, ordered by (value, index):
+    the first k of a stable argsort, without sorting whole rows."""
+    # topk breaks ties arbitrarily. The (k+1)-th smallest value does not
+    # depend on which tied entries topk picked: where it is larger than the
+    # k-th, the set of the k smallest is unique and only its order needs the
+    # index tie-break; elsewhere take the row's stable sort.
+    take = min(k + 1, tile.shape[1])
+    values, index = tile.topk(take, dim=1, largest=False, sorted=True)
+    tied = values[:, k - 1] == values[:, k] if take > k else torch.zeros_like(values[:, 0], dtype=torch.bool)
+    values, index = values[:, :k], index[:, :k]
+    by_index = index.argsort(dim=1)
+    index, values = index.gather(1, by_index), values.gather(1, by_index)
+    index = index.gather(1, values.argsort(dim=1, stable=True))
+    if bool(tied.any()):
+        index[tied] = tile[tied].sort(dim=1, stable=True).indices[:, :k]
+    return index
+
+
 def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     """The original re-ranking of Euclidean distance matrices, on pyreid's sparse kernels.
 
@@ -36,7 +55,6 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
         >>> re_ranking(d(q, g), d(q, q), d(g, g)).shape
         (10, 40)
     """
-    from pyreid.ops._kreciprocal_encoding import smallest_stable
     from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
     from pyreid.ops.kreciprocal_sets import kreciprocal_sets
 
@@ -55,8 +73,7 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     m[q:, q:] = np.power(g_g.T, 2)
     m /= m.max(axis=1, keepdims=True)
 
-    # The first k1 + 1 entries of each row's stable argsort, without sorting
-    # whole rows: the k1 + 1 smallest by (value, index).
+    # The first k1 + 1 entries of each row's stable argsort.
     neighbors = torch.empty((n, k1 + 1), dtype=torch.int64)
     for r0 in range(0, n, _RANK_ROWS):
         neighbors[r0 : r0 + _RANK_ROWS] = smallest_stable(torch.from_numpy(m[r0 : r0 + _RANK_ROWS]), k1 + 1)

@@ -12,13 +12,15 @@ def knn_row_max(x: torch.Tensor, *, k: int, metric: str = "sqeuclidean") -> tupl
 
     The original k-reciprocal re-ranking (Zhong et al., CVPR 2017) divides each
     row of the distance matrix by its maximum. The kNN pass evaluates every
-    pair anyway (each once, from symmetric tiles), so the maxima cost no second
-    N x N pass. CPU only (``ops.re_ranking`` computes them in its own tiled
-    pass on CUDA).
+    pair anyway, so the maxima cost no second N x N pass: the CPU kernel takes
+    them from its symmetric tiles (each pair once), the CUDA kernel reduces
+    them in the selection kernel that reads each tile. This is the row maximum
+    :func:`pyreid.ops.re_ranking` and ``jaccard_graph(variant="original")`` use.
 
     Args:
-        x: N x D features (float16, bfloat16, float32 or float64), searched
-            against themselves: every point is its own first neighbour.
+        x: N x D features (float16, bfloat16, float32 or float64; CPU or
+            CUDA), searched against themselves: every point is its own first
+            neighbour.
         k: ``1 <= k <= N``.
         metric: ``"sqeuclidean"``, ``"euclidean"`` or ``"cosine"``.
 
@@ -27,8 +29,7 @@ def knn_row_max(x: torch.Tensor, *, k: int, metric: str = "sqeuclidean") -> tupl
         :func:`pyreid.ops.knn` returns them, ``row_max`` (N, dtype of x) the
         largest distance from each point to any other point (0 when N = 1).
 
-    Raises ValueError and TypeError as :func:`pyreid.ops.knn` does, and
-    NotImplementedError for a tensor that is not on the CPU.
+    Raises ValueError and TypeError as :func:`pyreid.ops.knn` does.
 
     Example:
         >>> x = torch.randn(500, 32)
@@ -36,11 +37,6 @@ def knn_row_max(x: torch.Tensor, *, k: int, metric: str = "sqeuclidean") -> tupl
         >>> bool(torch.allclose(row_max, torch.cdist(x, x).square().amax(dim=1), rtol=1e-4))
         True
     """
-    if x.device.type != "cpu":
-        raise NotImplementedError(
-            f"knn_row_max: CPU kernel only, got a {x.device.type} tensor; on a GPU compute the row maxima in "
-            "tiles of pairwise_distance and the lists with knn"
-        )
     return torch.ops.pyreid.knn_row_max.default(x, int(k), metric)
 
 

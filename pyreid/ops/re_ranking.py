@@ -3,50 +3,12 @@
 import torch
 
 from pyreid.ops._checks import check_kreciprocal_args, check_re_ranking_args
-from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding, smallest_stable
+from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding, neighbour_columns
 from pyreid.ops.knn_row_max import knn_row_max
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 from pyreid.ops.pairwise_distance import pairwise_distance
 
 __all__ = ["re_ranking"]
-
-# Elements of one distance tile: 64 MB in float32 on CPU; 512 MB on a GPU,
-# where fewer, larger products and selections keep the device busy.
-_TILE_ELEMENTS = {"cpu": 1 << 24}
-_TILE_ELEMENTS_DEFAULT = 1 << 27
-
-
-def _one_distance_pass(x: torch.Tensor, q: int, k: int):
-    """From one tiled pass over the squared distances of x (N x D), never N x N:
-    the row maxima, the query x gallery block and the k-neighbour lists (self first)."""
-    n = x.shape[0]
-    rows = max(1, _TILE_ELEMENTS.get(x.device.type, _TILE_ELEMENTS_DEFAULT) // n)
-    row_max = x.new_empty((n,))
-    block = x.new_empty((q, n - q))
-    neighbors = torch.empty((n, k), dtype=torch.int64, device=x.device)
-    for r0 in range(0, n, rows):
-        tile = pairwise_distance(x[r0 : r0 + rows], x, "sqeuclidean")
-        r = tile.shape[0]
-        row_max[r0 : r0 + r] = tile.amax(dim=1)
-        if r0 < q:
-            block[r0 : min(q, r0 + rows)] = tile[: q - r0, q:]
-        self_index = torch.arange(r0, r0 + r, device=x.device)
-        tile[torch.arange(r, device=x.device), self_index] = float("-inf")  # each point first in its own list
-        neighbors[r0 : r0 + r] = smallest_stable(tile, k)
-    return row_max, block, neighbors
-
-
-def _distances_and_neighbors(x: torch.Tensor, q: int, k: int):
-    """(row maxima, query x gallery squared distances, k-neighbour lists) of x = query + gallery.
-
-    On CPU the kNN pass yields the row maxima too (``knn_row_max``: half the
-    products, each pair once) and only the Q x G block is computed again; on
-    other devices one tiled pass over all products gives all three.
-    """
-    if x.device.type == "cpu":
-        _, neighbors, row_max = knn_row_max(x, k=k, metric="sqeuclidean")
-        return row_max, pairwise_distance(x[:q], x[q:], "sqeuclidean"), neighbors
-    return _one_distance_pass(x, q, k)
 
 
 def re_ranking(
@@ -60,9 +22,10 @@ def re_ranking(
     row divided by its maximum, k-reciprocal encoding with k1 + 1 neighbour
     columns, query expansion over k2, Jaccard distance J, and
     ``J (1 - lambda) + d lambda``. Unlike the original it builds no
-    (Q+G) x (Q+G) matrix: row maxima are computed tile by tile, the encoding
-    is sparse and Jaccard rows are computed for the queries only; the only
-    dense matrix is the Q x G output.
+    (Q+G) x (Q+G) matrix: the row maxima come out of the kNN pass
+    (:func:`pyreid.ops.knn_row_max`), the encoding is sparse and Jaccard rows
+    are computed for the queries only; the only dense matrix is the Q x G
+    output.
 
     Args:
         query: Q x D features; gallery: G x D features (same dtype and device).
@@ -88,8 +51,11 @@ def re_ranking(
         return query.new_zeros((q, g), dtype=torch.float32)
     x = torch.cat([query, gallery]).float()
     check_kreciprocal_args(x, k1, k2, "re_ranking")
-    row_max, d, neighbors = _distances_and_neighbors(x, q, k1 + 1)
-    neighbors, crow, col, val = kreciprocal_encoding(x, k1, "original", row_max, neighbors)
+    # The lists and the row maxima from one pass (each pair once on the CPU);
+    # only the Q x G block is computed again.
+    _, neighbors, row_max = knn_row_max(x, k=neighbour_columns(k1, "original"), metric="sqeuclidean")
+    d = pairwise_distance(x[:q], x[q:], "sqeuclidean")
+    neighbors, crow, col, val = kreciprocal_encoding(x, k1, "original", neighbors, row_max)
     jcrow, jcol, jval = kreciprocal_jaccard(crow, col, val, neighbors[:, :k2].contiguous(), q, 1.0)
 
     d /= row_max[:q, None].clamp_min(torch.finfo(x.dtype).tiny)
