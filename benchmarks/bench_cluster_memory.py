@@ -8,11 +8,11 @@ instances, shuffled: Cluster-Contrast's sampler) or "uniform" (drawn from all
 K). The loops:
 
 - "cluster_contrast_loop": the structure of Cluster-Contrast's backward as
-  published (pyreid.ops._reference.cluster_contrast_momentum_loop /
+  published (references/published.py: cluster_contrast_momentum_loop /
   cluster_contrast_hard_loop): per sample for "momentum"; for "hard" the
   batch grouped into lists and one 1 x 1 mm + .cpu().numpy() per instance.
   This is the loop the op replaces.
-- "reference_loop": pyreid.ops._reference.cluster_memory_update_reference,
+- "reference_loop": references/cluster_memory.py: cluster_memory_update_reference,
   a stricter baseline: the same per-sample loop for "momentum", but for
   "hard" one vectorised dot product and argmin per label (16 Python
   iterations instead of 256 instance steps for "pk").
@@ -25,22 +25,15 @@ times forward + backward of pyreid.losses.ClusterMemory.
 """
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from common import relative_error
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from common import relative_error  # noqa: E402
-
-import pyreid  # noqa: E402
-from pyreid.ops._reference import (  # noqa: E402
-    cluster_contrast_hard_loop,
-    cluster_contrast_momentum_loop,
-    cluster_memory_update_reference,
-)
+import pyreid
+from references.cluster_memory import cluster_memory_update_reference
+from references.published import cluster_contrast_hard_loop, cluster_contrast_momentum_loop
 
 B, D, K = 256, 2048, 1000
 

@@ -3,7 +3,7 @@
     .venv/bin/python -m pytest benchmarks/bench_re_ranking.py --benchmark-only \
         --benchmark-columns=median,iqr,rounds
 
-The original (pyreid.ops._reference_kreciprocal.re_ranking_published: the
+The original (references/published.py: re_ranking_published: the
 published algorithm's structure written by us) is timed from the features,
 distance matrices included (torch.cdist), as a user runs it.
 """
@@ -14,7 +14,7 @@ import torch
 
 import pyreid
 import pyreid.compat
-from pyreid.ops._reference_kreciprocal import re_ranking_published
+from references.published import re_ranking_published
 
 Q, G, D = 800, 3200, 256
 GROUP = f"re_ranking Q={Q} G={G} D={D} k1=20 k2=6 (CPU)"

@@ -1,7 +1,9 @@
+import ast
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ OPS = [
     "kreciprocal_jaccard",
     "knn_row_max",
 ]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_build_info_reports_the_build():
@@ -60,3 +63,34 @@ def test_missing_extension_fails_at_import_with_instructions(tmp_path):
     assert "pyreid._C could not be loaded" in result.stderr
     assert "pip install --no-build-isolation" in result.stderr
 
+
+@pytest.mark.skipif(not (ROOT / "setup.py").is_file(), reason="needs the source tree")
+def test_references_are_not_packaged():
+    # The package list setup.py hands to the wheel and the sdist, read through
+    # setuptools without building anything.
+    script = (
+        "import setuptools, distutils.core, json; "
+        "d = distutils.core.run_setup('setup.py', stop_after='config'); "
+        "print(json.dumps({'packages': d.packages, 'py_modules': d.py_modules}))"
+    )
+    env = {**os.environ, "PYREID_FORCE_CPU": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    found = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+    assert "pyreid.ops" in found["packages"] and "pyreid.compat" in found["packages"]
+    assert not [p for p in found["packages"] if not p.startswith("pyreid")], found["packages"]
+    assert not found["py_modules"]
+    assert (ROOT / "references" / "__init__.py").is_file()
+
+
+def test_pyreid_never_imports_the_references():
+    # references/ is not installed, so pyreid must run without it.
+    importers = []
+    for path in (ROOT / "pyreid").rglob("*.py") if (ROOT / "pyreid").is_dir() else []:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "references" or n.startswith("references.") for n in names):
+                importers.append(str(path.relative_to(ROOT)))
+    assert (ROOT / "pyreid" / "ops").is_dir() and importers == []

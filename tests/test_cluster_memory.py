@@ -8,7 +8,7 @@ from common import DEVICES, relative_error
 
 import pyreid
 import pyreid.compat
-from pyreid.ops._reference import cluster_memory_update_reference
+from references.cluster_memory import cluster_memory_update_reference
 
 
 def make_batch(b, k, d, seed=0, device="cpu"):

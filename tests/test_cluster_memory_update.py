@@ -9,11 +9,8 @@ import torch.nn.functional as F
 from common import DEVICES, cuda, relative_error
 
 import pyreid
-from pyreid.ops._reference import (
-    cluster_contrast_hard_loop,
-    cluster_contrast_momentum_loop,
-    cluster_memory_update_reference,
-)
+from references.cluster_memory import cluster_memory_update_reference
+from references.published import cluster_contrast_hard_loop, cluster_contrast_momentum_loop
 
 MODES = ["momentum", "hard"]
 MOMENTA = [0.0, 0.2, 1.0]

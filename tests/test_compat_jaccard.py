@@ -4,7 +4,8 @@ import torch
 from common import HAS_CUDA, clustered_features
 
 import pyreid.compat
-from pyreid.ops._reference_kreciprocal import compute_jaccard_distance_published, jaccard_distance_reference
+from references.kreciprocal import jaccard_distance_reference
+from references.published import compute_jaccard_distance_published
 
 
 def features(n, d, seed=0):

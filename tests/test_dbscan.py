@@ -10,7 +10,7 @@ from common import DEVICES, cuda
 from sklearn.cluster import DBSCAN
 
 import pyreid
-from pyreid.ops._reference import dbscan_reference
+from references.dbscan import dbscan_reference
 
 
 def sklearn_labels(dist, eps, min_samples):

@@ -4,13 +4,8 @@ import torch
 from common import clustered_features, cuda
 
 import pyreid
-from pyreid.ops._reference_kreciprocal import (
-    compute_jaccard_distance_published,
-    expanded_set,
-    half_k1,
-    jaccard_distance_reference,
-    kreciprocal_jaccard_reference,
-)
+from references.kreciprocal import expanded_set, half_k1, jaccard_distance_reference, kreciprocal_jaccard_reference
+from references.published import compute_jaccard_distance_published
 
 
 def normalized_features(n, d, seed=0, clusters=8, device="cpu"):

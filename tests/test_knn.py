@@ -3,7 +3,7 @@ import torch
 from common import DEVICES, FLOAT_DTYPES, HAS_CUDA, clustered_features, cuda, relative_error
 
 import pyreid
-from pyreid.ops._reference import knn_reference, pairwise_distance_reference
+from references.distances import knn_reference, pairwise_distance_reference
 
 METRICS = ["sqeuclidean", "euclidean", "cosine"]
 # (N, M, D, k): empty, single, k = M, odd sizes, and sizes that cross the CPU

@@ -5,7 +5,7 @@ import torch
 from common import clustered_features, cuda_kernels
 
 import pyreid
-from pyreid.ops._reference import pairwise_distance_reference
+from references.distances import pairwise_distance_reference
 
 
 def reference_row_max(x, metric):

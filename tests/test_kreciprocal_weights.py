@@ -6,7 +6,7 @@ import torch
 from common import DEVICES, clustered_features, cuda
 
 import pyreid
-from pyreid.ops._reference_kreciprocal import kreciprocal_weights_reference
+from references.kreciprocal import kreciprocal_weights_reference
 
 
 def random_pattern(n, per_row, seed=0, empty_rows=()):

@@ -3,7 +3,7 @@ import torch
 from common import DEVICES, FLOAT_DTYPES, HAS_CUDA, clustered_features, cuda, relative_error
 
 import pyreid
-from pyreid.ops._reference import pairwise_distance_reference
+from references.distances import pairwise_distance_reference
 
 METRICS = ["sqeuclidean", "euclidean", "cosine"]
 # (N, M, D): empty, single, odd, non-power-of-two, and one larger than a CPU scratch step.

@@ -6,12 +6,9 @@ from common import clustered_features, cuda
 import pyreid
 import pyreid.compat
 from pyreid.compat.re_ranking import smallest_stable
-from pyreid.ops._reference import pairwise_distance_reference
-from pyreid.ops._reference_kreciprocal import (
-    re_ranking_features_reference,
-    re_ranking_published,
-    re_ranking_reference,
-)
+from references.distances import pairwise_distance_reference
+from references.kreciprocal import re_ranking_features_reference, re_ranking_reference
+from references.published import re_ranking_published
 
 
 def query_gallery(q, g, d, seed=0):

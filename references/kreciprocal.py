@@ -15,7 +15,8 @@ Definitions (DESIGN.md, "k-reciprocal sets"):
   ``J(i, j) = 1 - s / (2 - s)``, ``s = sum_c min(V[i, c], V[j, c])``, clamped at 0.
 
 Neighbour lists are ordered by (distance, index) with each point first in its
-own list when built from features, the order ``pyreid.ops.knn`` returns.
+own list when built from features (``knn_reference``), the order
+``pyreid.ops.knn`` promises.
 """
 
 from typing import List, Optional
@@ -23,7 +24,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from pyreid.ops._reference import knn_reference, pairwise_distance_reference
+from references.distances import knn_reference, pairwise_distance_reference
 
 
 def half_k1(k1: int) -> int:
@@ -143,81 +144,3 @@ def re_ranking_features_reference(
     dist = lambda a, b: pairwise_distance_reference(a, b, "euclidean").numpy()  # noqa: E731
     q_q, g_g = dist(q, None), dist(g, None)
     return re_ranking_reference(dist(q, g), q_q, g_g, k1, k2, lambda_value)
-
-
-# --- The published algorithm's structure, as the speed baseline of the benchmarks ---
-#
-# Same loops as the code pyreid replaces (Cluster-Contrast's
-# compute_jaccard_distance, the original re_ranking): dense N x N float32
-# encoding, per-row set expansion with numpy, a dense inverted index and a
-# per-row accumulation of minima. Written by us from the algorithm; checked
-# against the references above in tests/test_jaccard.py.
-
-
-def _reciprocal_published(ranking: np.ndarray, i: int, cols: int) -> np.ndarray:
-    forward = ranking[i, :cols]
-    backward = ranking[forward, :cols]
-    return forward[np.where(backward == i)[0]]
-
-
-def published_jaccard_loops(ranking: np.ndarray, weights, k1: int, k2: int, rows: int) -> np.ndarray:
-    """rows x N float32 Jaccard distances; ``weights(i, members)`` gives V[i, members]."""
-    n = ranking.shape[0]
-    half = int(np.around(k1 / 2.0))
-    core = [_reciprocal_published(ranking, i, k1 + 1) for i in range(n)]
-    halves = [_reciprocal_published(ranking, i, half + 1) for i in range(n)]
-    v = np.zeros((n, n), dtype=np.float32)
-    for i in range(n):
-        members = core[i]
-        for c in core[i]:
-            candidate = halves[c]
-            if len(np.intersect1d(candidate, core[i])) > 2.0 / 3.0 * len(candidate):
-                members = np.append(members, candidate)
-        members = np.unique(members)
-        v[i, members] = weights(i, members)
-    if k2 != 1:
-        v = np.stack([np.mean(v[ranking[i, :k2], :], axis=0) for i in range(n)]).astype(np.float32)
-    inverted = [np.where(v[:, c] != 0)[0] for c in range(n)]
-    jaccard = np.zeros((rows, n), dtype=np.float32)
-    for i in range(rows):
-        overlap = np.zeros(n, dtype=np.float32)
-        for c in np.where(v[i, :] != 0)[0]:
-            overlap[inverted[c]] += np.minimum(v[i, c], v[inverted[c], c])
-        jaccard[i] = 1 - overlap / (2 - overlap)
-    jaccard[jaccard < 0] = 0.0
-    return jaccard
-
-
-def compute_jaccard_distance_published(features: torch.Tensor, k1: int = 20, k2: int = 6) -> np.ndarray:
-    """Cluster-Contrast's algorithm (exact kNN of k1 columns in place of faiss), float32."""
-    from pyreid.ops.knn import knn
-
-    x = features.detach().cpu().float()
-    _, ranking = knn(x, k=k1, metric="sqeuclidean")
-
-    def weights(i, members):
-        d = 2 - 2 * (x[i : i + 1] @ x[torch.from_numpy(members)].t())
-        return torch.softmax(-d, dim=1).view(-1).numpy()
-
-    return published_jaccard_loops(ranking.numpy(), weights, k1, k2, x.shape[0])
-
-
-def re_ranking_published(
-    q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
-) -> np.ndarray:
-    """The original re-ranking's algorithm, dense float32 (full argsort of the (Q+G)^2 matrix)."""
-    q = q_g_dist.shape[0]
-    full = np.concatenate(
-        [np.concatenate([q_q_dist, q_g_dist], axis=1), np.concatenate([q_g_dist.T, g_g_dist], axis=1)], axis=0
-    )
-    full = np.power(full, 2).astype(np.float32)
-    full = np.transpose(1.0 * full / np.max(full, axis=0))
-    ranking = np.argsort(full, axis=1, kind="stable")
-
-    def weights(i, members):
-        w = np.exp(-full[i, members])
-        return w / np.sum(w)
-
-    jaccard = published_jaccard_loops(ranking, weights, k1, k2, q)
-    final = jaccard * (1 - lambda_value) + full[:q] * lambda_value
-    return final[:, q:]
