@@ -1,3 +1,5 @@
+"""compat.compute_jaccard_distance: Cluster-Contrast's signature and result, on CPU and CUDA input."""
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,9 @@ def test_errors():
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_accepts_cuda_tensors():
-    x = features(150, 16, seed=2)
+    # On the GPU with the CUDA kernels, else through the CPU: numpy either way.
+    x = features(300, 16, seed=2)
     cpu = pyreid.compat.compute_jaccard_distance(x, print_flag=False)
     gpu = pyreid.compat.compute_jaccard_distance(x.cuda(), print_flag=False)
-    np.testing.assert_allclose(gpu, cpu, atol=1e-5)
+    assert isinstance(gpu, np.ndarray) and gpu.shape == (300, 300)
+    np.testing.assert_allclose(gpu, cpu, rtol=0, atol=1e-5)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from common import DEVICES, clustered_features, cuda
+from common import DEVICES, KERNEL_DEVICES, clustered_features, cuda
 
 import pyreid
 from references.kreciprocal import kreciprocal_weights_reference
@@ -94,13 +94,16 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.pyreid.kreciprocal_weights.default, (x, crow, col, "original", row_max_of(x)))
 
 
-def test_input_errors():
-    x = torch.randn(5, 3)
-    crow, col = torch.tensor([0, 1, 2, 3, 4, 5]), torch.arange(5)
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_input_errors(device):
+    x = torch.randn(5, 3, device=device)
+    crow, col = torch.tensor([0, 1, 2, 3, 4, 5], device=device), torch.arange(5, device=device)
+    ones = lambda n, dtype=torch.float32: torch.ones(n, dtype=dtype, device=device)  # noqa: E731
+    index = lambda values: torch.tensor(values, device=device)  # noqa: E731
     w = pyreid.ops.kreciprocal_weights
-    with pytest.raises(ValueError, match="unknown variant 'paper'"):
+    with pytest.raises(ValueError, match="unknown variant 'paper'; expected 'cluster' or 'original'"):
         w(x, crow, col, "paper")
-    with pytest.raises(ValueError, match="x must be a 2-D tensor"):
+    with pytest.raises(ValueError, match="x must be a 2-D tensor, got 1-D"):
         w(x[0], crow, col)
     with pytest.raises(TypeError, match="x must be float32 or float64, got Half"):
         w(x.half(), crow, col)
@@ -111,17 +114,32 @@ def test_input_errors():
     with pytest.raises(ValueError, match="needs row_max"):
         w(x, crow, col, "original")
     with pytest.raises(ValueError, match="row_max is only used by variant 'original'"):
-        w(x, crow, col, "cluster", torch.ones(5))
+        w(x, crow, col, "cluster", ones(5))
     with pytest.raises(ValueError, match="row_max must have N = 5 entries"):
-        w(x, crow, col, "original", torch.ones(4))
+        w(x, crow, col, "original", ones(4))
     with pytest.raises(TypeError, match="row_max is Double but x is Float"):
-        w(x, crow, col, "original", torch.ones(5, dtype=torch.float64))
+        w(x, crow, col, "original", ones(5, torch.float64))
     with pytest.raises(ValueError, match="must be a CSR pattern of N = 5 rows"):
-        w(x, crow, torch.tensor([0, 1, 2, 3, 5]))
+        w(x, crow, index([0, 1, 2, 3, 5]))
     with pytest.raises(ValueError, match="must be a CSR pattern of N = 5 rows"):
-        w(x, torch.tensor([0, 2, 1, 3, 4, 5]), col)
+        w(x, index([0, 2, 1, 3, 4, 5]), col)
     with pytest.raises(ValueError, match="must be a CSR pattern of N = 5 rows"):
-        w(x, torch.tensor([0, 1, 2, 3, 4, 6]), col)
+        w(x, index([0, 1, 2, 3, 4, 6]), col)
+    if device == "cuda":
+        with pytest.raises(ValueError, match="x is on cuda:0 but crow is on cpu"):
+            w(x, crow.cpu(), col)
+
+
+def test_fake_kernel_raises_the_same_errors():
+    x = torch.empty(5, 3, device="meta")
+    crow, col = torch.empty(6, dtype=torch.int64, device="meta"), torch.empty(5, dtype=torch.int64, device="meta")
+    with pytest.raises(ValueError, match="unknown variant 'paper'"):
+        pyreid.ops.kreciprocal_weights(x, crow, col, "paper")
+    with pytest.raises(TypeError, match="x must be float32 or float64, got torch.float16"):
+        pyreid.ops.kreciprocal_weights(x.half(), crow, col)
+    with pytest.raises(ValueError, match="needs row_max"):
+        pyreid.ops.kreciprocal_weights(x, crow, col, "original")
+    assert pyreid.ops.kreciprocal_weights(x, crow, col).shape == (5,)
 
 
 @cuda

@@ -1,7 +1,9 @@
+"""ops.re_ranking (from features) and compat.re_ranking (from distance matrices) against the original re-ranking."""
+
 import numpy as np
 import pytest
 import torch
-from common import clustered_features, cuda
+from common import clustered_features, cuda_kernels
 
 import pyreid
 import pyreid.compat
@@ -117,19 +119,6 @@ def test_input_errors():
         pyreid.compat.re_ranking(d, np.random.rand(5, 5), np.random.rand(10, 10))
 
 
-@cuda
-@pytest.mark.cuda
-def test_cuda_input():
-    query, gallery = query_gallery(30, 200, 16)
-    cpu = pyreid.ops.re_ranking(query, gallery)
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("pyreid::kreciprocal_sets", "CUDA"):
-        with pytest.raises(NotImplementedError, match="has no CUDA kernel for kreciprocal_sets"):
-            pyreid.ops.re_ranking(query.cuda(), gallery.cuda())
-    else:
-        out = pyreid.ops.re_ranking(query.cuda(), gallery.cuda())
-        assert (out.cpu() - cpu).abs().max() < 1e-5
-
-
 def test_compat_ranking_is_the_stable_argsort_with_ties():
     # compat ranks rows of the (Q+G)^2 matrix like the original's argsort; on
     # integer values (many exact ties) the k smallest must be the first k of
@@ -138,3 +127,14 @@ def test_compat_ranking_is_the_stable_argsort_with_ties():
     tile = torch.randint(0, 4, (300, 700), generator=g).float()
     for k in (1, 21, 700):
         assert torch.equal(smallest_stable(tile, k), tile.argsort(dim=1, stable=True)[:, :k])
+
+
+@pytest.mark.cuda
+@cuda_kernels
+@pytest.mark.parametrize("q,g,d,k1,k2", [(1, 2, 3, 2, 1), (7, 14, 5, 20, 6), (13, 51, 16, 7, 3), (40, 161, 16, 20, 6)])
+def test_cuda_equals_cpu(q, g, d, k1, k2):
+    query, gallery = query_gallery(q, g, d, seed=q + g)
+    cpu = pyreid.ops.re_ranking(query, gallery, k1=k1, k2=k2)
+    out = pyreid.ops.re_ranking(query.cuda(), gallery.cuda(), k1=k1, k2=k2)
+    assert out.is_cuda and out.shape == (q, g)
+    torch.testing.assert_close(out.cpu(), cpu, rtol=0, atol=1e-5)
