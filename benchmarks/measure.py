@@ -65,3 +65,10 @@ def synchronized(fn, device):
         return out
 
     return run
+
+
+def benchmark_on(benchmark, fn, device, rounds=5):
+    """Times fn (already synchronized) with pytest-benchmark, plus CUDA-event median ms on a GPU."""
+    if torch.device(device).type == "cuda":
+        benchmark.extra_info["cuda_event_median_ms"] = cuda_median_ms(fn, warmup=1, reps=5)
+    return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
