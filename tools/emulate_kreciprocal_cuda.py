@@ -11,8 +11,8 @@ can be lowered to force many chunks.
 This checks the kernels' logic and the host orchestration (layouts, offsets,
 chunking) exactly; it cannot see races, launch limits or anything that
 depends on threads running concurrently (these kernels share no data between
-threads: each writes its own rows). The real check is tests/test_kreciprocal_cuda.py
-on a GPU.
+threads: each writes its own rows). The real check is the CUDA tests in
+tests/test_kreciprocal_sets.py and tests/test_kreciprocal_jaccard.py on a GPU.
 
     .venv/bin/python tools/emulate_kreciprocal_cuda.py            # run from the repository root
 """
