@@ -28,8 +28,10 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
     Returns:
         numpy N x N float32 (float16 with ``use_float16``) Jaccard distances.
 
-    The k-reciprocal stages run on the CPU in this build: CUDA features are
-    copied to the CPU first (the result is a numpy array either way).
+    CUDA features stay on their GPU when this build of pyreid has the CUDA
+    k-reciprocal kernels; a build without them (CPU-only) copies them to the
+    CPU first, so the drop-in works with either. The result is a numpy array
+    either way (the caller passes it to scikit-learn's DBSCAN).
 
     Example:
         >>> x = torch.nn.functional.normalize(torch.randn(200, 64), dim=1)

@@ -42,7 +42,8 @@ def check_kreciprocal_args(x: torch.Tensor, k1: int, k2: int, op: str, variant: 
 
 
 def check_device_supported(x: torch.Tensor, op: str) -> None:
-    """The set and Jaccard stages have CPU kernels only in this build: say so instead of a dispatcher error."""
+    """A build without CUDA kernels (CPU-only) has no k-reciprocal kernels for ``x``'s device: say so
+    instead of a dispatcher error."""
     if x.device.type == "cpu":
         return
     if not torch._C._dispatch_has_kernel_for_dispatch_key("pyreid::kreciprocal_sets", x.device.type.upper()):
