@@ -116,7 +116,8 @@ def test_head_gradcheck():
         return out.features, out.neck_features, out.logits
 
     inputs = (images, *[p.detach().clone().requires_grad_() for p in params])
-    assert torch.autograd.gradcheck(head, inputs)
+    # fast_mode compares random projections of the Jacobian: one check per input tensor, not per element.
+    assert torch.autograd.gradcheck(head, inputs, fast_mode=True)
     # The neck's shift is frozen: it takes no gradient, the scale does.
     model(images).logits.sum().backward()
     assert model.neck.bias.grad is None and model.neck.weight.grad is not None
