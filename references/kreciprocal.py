@@ -1,7 +1,7 @@
 """Slow references for the k-reciprocal encoding, written straight from the formulas.
 
 Float64 numpy, dense N x N matrices, Python loops over sets: only for small N.
-Definitions (DESIGN.md, "k-reciprocal sets"):
+Definitions (docs/design.md, "k-reciprocal encoding"):
 
 - ``R(i, k)``: the points among the first ``k + 1`` entries of i's neighbour
   list (self included) whose own first ``k + 1`` entries contain i. A list

@@ -111,6 +111,36 @@ def test_hand_computed_example():
     assert trap == pytest.approx((0.125 + 5 / 24 + 0.1) / 2)
 
 
+def test_market_protocol_by_hand():
+    # Each rule of the protocol changes this result if it is broken: junk removal (same identity
+    # AND camera, not either alone), distractors (pid 0) ranked as wrong items, not removed, and a
+    # query whose only same-identity items are junk skipped rather than scored 0.
+    #   gallery:  g0 pid 5 cam 0 | g1 pid 0 cam 3 | g2 pid 5 cam 1 | g3 pid 7 cam 1
+    #             g4 pid 7 cam 0 | g5 pid 9 cam 2 | g6 pid 5 cam 4
+    g_pids, g_cams = np.array([5, 0, 5, 7, 7, 9, 5]), np.array([0, 3, 1, 1, 0, 2, 4])
+    # Query A: pid 5, cam 0. g0 is junk; kept order g1 g2 g3 g4 g5 g6 -> matches at ranks 2 and 6.
+    # Query B: pid 7, cam 1. g3 is junk; kept order g4 g6 g5 g2 g1 g0 -> its match at rank 1.
+    # Query C: pid 9, cam 2. Its only item, g5, is junk: skipped.
+    q_pids, q_cams = np.array([5, 7, 9]), np.array([0, 1, 2])
+    distmat = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+                        [0.9, 0.8, 0.7, 0.0, 0.1, 0.6, 0.5],
+                        [0.3, 0.2, 0.1, 0.4, 0.5, 0.0, 0.6]], dtype=np.float32)
+    out = evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=6)
+    assert out["num_valid_queries"] == 2
+    # AP_A = (1/2 + 2/6) / 2 = 5/12, AP_B = 1.
+    assert out["mAP"] == pytest.approx((5 / 12 + 1) / 2)
+    # INP_A = 2 matches / rank 6 of the last one, INP_B = 1.
+    assert out["mINP"] == pytest.approx((2 / 6 + 1) / 2)
+    np.testing.assert_allclose(out["cmc"], [0.5, 1, 1, 1, 1, 1])
+    assert (out["rank1"], out["rank5"], out["rank10"]) == (0.5, 1.0, 1.0)
+    # Trapezoid AP_A: rank 2: (0/1 + 1/2) / 2 / 2; rank 6: (1/5 + 2/6) / 2 / 2. AP_B: (1 + 1) / 2.
+    _, trap = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=6, ap="trapezoid")
+    assert trap == pytest.approx(((0.5 / 4 + (1 / 5 + 2 / 6) / 4) + 1) / 2)
+    # The slow reference used on the random cases agrees with the hand computation too.
+    ref = reference_scores(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=6)
+    assert ref["firsts"] == [2, 1] and ref["mAP"] == pytest.approx(out["mAP"])
+
+
 def test_trapezoid_first_rank_uses_precision_one():
     # Matches at ranks 1 and 3 (n = 2): (1 + 1)/2/2 + (1/2 + 2/3)/2/2 = 0.5 + 0.291667
     distmat = np.array([[0.1, 0.2, 0.3]], dtype=np.float32)
@@ -223,7 +253,10 @@ def test_evaluator_rerank_uses_ops_re_ranking():
 
 
 def test_evaluator_on_the_synthetic_set(tmp_path):
-    """End to end: synthetic data set -> test loaders -> random-init model -> scores and a ranked-list picture."""
+    """End to end: synthetic data set -> test loaders -> random-init model -> scores and a ranked-list
+    picture, each checked against a computation that does not go through the Evaluator."""
+    from PIL import Image
+
     from pyreid.data import build_dataset
     from pyreid.data.loaders import build_test_loader
     from pyreid.data.synthetic import SynthConfig, generate
@@ -235,12 +268,38 @@ def test_evaluator_on_the_synthetic_set(tmp_path):
     loaders = [build_test_loader(items, batch_size=16, height=64, width=32, num_workers=0)
                for items in (ds.query, ds.gallery)]  # images resized to 64 x 32: fast
     torch.manual_seed(0)
-    evaluator = Evaluator(build_model("resnet18"), *loaders, progress=False, max_rank=10)
+    model = build_model("resnet18")
+    evaluator = Evaluator(model, *loaders, progress=False, max_rank=10)
     scores = evaluator.run(return_distmat=True)
-    assert 0 < scores["mAP"] <= 1 and 0 <= scores["rank1"] <= 1 and scores["num_valid_queries"] > 0
-    assert scores["distmat"].shape == (len(ds.query), len(ds.gallery))
+
+    # Features by hand: the eval-mode model on every batch, L2-normalised, Euclidean distances.
+    model.eval()
+    with torch.no_grad():
+        q_feat, g_feat = (torch.nn.functional.normalize(torch.cat([model(b[0]) for b in loader]), dim=1)
+                          for loader in loaders)
+    distmat = scores["distmat"]
+    assert distmat.shape == (len(ds.query), len(ds.gallery))
+    torch.testing.assert_close(distmat, torch.cdist(q_feat, g_feat), atol=1e-5, rtol=1e-5)
     q_pids, q_cams = [p for _, p, _ in ds.query], [c for _, _, c in ds.query]
     g_pids, g_cams = [p for _, p, _ in ds.gallery], [c for _, _, c in ds.gallery]
-    out = plot_ranked_lists(scores["distmat"], [p for p, _, _ in ds.query], [p for p, _, _ in ds.gallery],
+    ref = reference_scores(distmat.numpy(), q_pids, g_pids, q_cams, g_cams, max_rank=10)
+    assert scores["num_valid_queries"] == len(ref["firsts"]) > 0
+    assert scores["mAP"] == pytest.approx(ref["mAP"], rel=1e-9)
+    assert scores["mINP"] == pytest.approx(ref["mINP"], rel=1e-9)
+    assert scores["rank1"] == pytest.approx(np.mean([f == 1 for f in ref["firsts"]]))
+    np.testing.assert_allclose(scores["cmc"], ref["cmc"], rtol=1e-6)
+
+    out = plot_ranked_lists(distmat, [p for p, _, _ in ds.query], [p for p, _, _ in ds.gallery],
                             q_pids, g_pids, q_cams, g_cams, tmp_path / "ranked.png", query_indices=[0, 1])
-    assert (tmp_path / "ranked.png").stat().st_size > 1000 and out.endswith("ranked.png")
+    with Image.open(out) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    # Each ranked cell's left frame edge is green for a match, red otherwise, in the order the
+    # protocol ranks the gallery (own-camera items of the query's identity left out).
+    d = distmat.numpy()
+    for row, q in enumerate((0, 1)):
+        kept = [j for j in range(len(g_pids)) if not (g_pids[j] == q_pids[q] and g_cams[j] == q_cams[q])]
+        kept.sort(key=lambda j: (d[q, j], j))
+        for col, j in enumerate(kept[:10], start=1):
+            colour = (0, 200, 0) if g_pids[j] == q_pids[q] else (220, 0, 0)
+            pixel = pixels[row * (128 + 24) + 24 + 64, col * 64 + 1]
+            assert np.abs(pixel - colour).max() <= 12, (q, col, pixel)

@@ -1,6 +1,6 @@
 // Arithmetic of the k-reciprocal encoding shared by the CPU and CUDA kernels
 // (kreciprocal_sets, kreciprocal_weights, kreciprocal_jaccard), so the CPU tests run the exact
-// rules the GPU runs. Definitions: DESIGN.md, "k-reciprocal sets".
+// rules the GPU runs. Definitions: docs/design.md, "k-reciprocal encoding".
 #pragma once
 
 #include <cstdint>

@@ -33,8 +33,8 @@ namespace {
 // 512 x 2048 float32 tiles (4 MB): BLAS already runs at its peak on tiles
 // this size on our machines (about 62 GFLOP/s, as on 2048 x 4096), and the
 // tile stays in cache between the product and the two selection passes that
-// read it. 32 MB tiles went to memory and back: at N = 20,000 that was
-// 3.47 s against 3.00 s now (benchmarks/bench_knn.py).
+// read it. 2048 x 4096 tiles (32 MB) do not fit and go to memory and back
+// between those passes: about 15% slower at N = 20,000 (benchmarks/bench_knn.py).
 constexpr int64_t kRowBlock = 512;
 constexpr int64_t kColTile = 2048;
 // Columns per task in phase B: their heap tops stay in cache while the task

@@ -4,7 +4,7 @@ Plotting lives in :mod:`pyreid.evaluation.visualize` and imports matplotlib
 and scikit-learn only when called.
 """
 
-from pyreid.evaluation.evaluator import Evaluator, evaluate_split, extract_features
+from pyreid.evaluation.evaluator import Evaluator, extract_features
 from pyreid.evaluation.rank import evaluate, evaluate_rank
 
-__all__ = ["evaluate", "evaluate_rank", "extract_features", "Evaluator", "evaluate_split"]
+__all__ = ["evaluate", "evaluate_rank", "extract_features", "Evaluator"]

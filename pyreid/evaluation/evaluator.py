@@ -3,7 +3,7 @@
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import pyreid.ops
 from pyreid.evaluation.rank import evaluate
 
-__all__ = ["extract_features", "Evaluator", "evaluate_split"]
+__all__ = ["extract_features", "Evaluator"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +136,3 @@ class Evaluator:
             scores["distmat"] = distmat
         return scores
 
-
-def evaluate_split(model: torch.nn.Module, query_loader: Iterable, gallery_loader: Iterable,
-                   device: Union[str, torch.device] = "cpu", rerank: bool = False,
-                   metric: str = "euclidean", flip: bool = False, progress: bool = True,
-                   **kwargs: Optional[object]) -> Dict[str, object]:
-    """One-call form of ``Evaluator(...).run()``; extra keyword arguments go to :class:`Evaluator`."""
-    return Evaluator(model, query_loader, gallery_loader, device=device, rerank=rerank, metric=metric,
-                     flip=flip, progress=progress, **kwargs).run()
