@@ -10,8 +10,10 @@ by us after the published algorithm, with a dense exact search (topk)
 standing in for faiss), then sklearn.cluster.DBSCAN(metric="precomputed") on it. pyreid:
 pyreid.cluster.dbscan_pseudo_labels (sparse Jaccard graph -> ops.dbscan).
 
-Target (issue 4): N = 6,000, D = 256 at least 20x faster, same labels
-(adjusted Rand index > 0.999).
+Targets, same labels (adjusted Rand index > 0.999): N = 6,000, D = 256 at
+least 20x faster (issue 4); Market-1501 train scale, N = 12,936, D = 2048 (a
+ResNet-50 feature), at least 10x faster (issue 11). Pick one size with
+``-k market`` or ``-k small``.
 """
 
 import pytest
@@ -22,7 +24,7 @@ from sklearn.metrics import adjusted_rand_score
 from pyreid.cluster import dbscan_pseudo_labels
 from references.published import compute_jaccard_distance_published
 
-N, D = 6000, 256
+SIZES = {"small": (6000, 256), "market": (12936, 2048)}
 EPS, MIN_SAMPLES = 0.6, 4
 
 
@@ -38,9 +40,10 @@ def published_step(features):
     return DBSCAN(eps=EPS, min_samples=MIN_SAMPLES, metric="precomputed", n_jobs=-1).fit_predict(dist)
 
 
-@pytest.fixture(scope="module")
-def features():
-    return clustered_unit_features(N, D, clusters=N // 16)
+@pytest.fixture(scope="module", params=list(SIZES), ids=list(SIZES))
+def features(request):
+    n, d = SIZES[request.param]
+    return clustered_unit_features(n, d, clusters=n // 16)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +51,13 @@ def published_labels(features):
     return published_step(features)
 
 
-@pytest.mark.benchmark(group=f"pseudo-label step N={N} D={D} (CPU)")
+def group(features):
+    n, d = features.shape
+    return f"pseudo-label step N={n} D={d} (CPU)"
+
+
 def test_pyreid_step(benchmark, features, published_labels):
+    benchmark.group = group(features)
     step = benchmark.pedantic(
         lambda: dbscan_pseudo_labels(features, eps=EPS, min_samples=MIN_SAMPLES), rounds=3, warmup_rounds=1
     )
@@ -58,7 +66,7 @@ def test_pyreid_step(benchmark, features, published_labels):
     assert ari > 0.999
 
 
-@pytest.mark.benchmark(group=f"pseudo-label step N={N} D={D} (CPU)")
 def test_published_step(benchmark, features):
+    benchmark.group = group(features)
     labels = benchmark.pedantic(lambda: published_step(features), rounds=1)
     benchmark.extra_info.update(clusters=int(labels.max()) + 1, outliers=int((labels < 0).sum()))
