@@ -5,6 +5,10 @@
 #   make demo     build + install pyreid, run `pyreid demo` (unsupervised adaptation on synthetic data)
 #   make bench    run the pytest-benchmark suite (benchmarks/)
 #   make build    rebuild the extension in place after editing csrc/ (incremental)
+#   make gpu-check  on a GPU machine with torch installed (no venv, no network):
+#                 build, CUDA tests, kernel smoke + compute-sanitizer, GPU
+#                 benchmarks in under 8 minutes; report in gpu-report/
+#                 (GPU_CHECK_ARGS="--dry-run" prints the plan, "--stages tests" picks)
 #
 # Switches passed through to setup.py: FORCE_CUDA=1, PYREID_FORCE_CPU=1,
 # TORCH_CUDA_ARCH_LIST, DEBUG=1, NVCC_FLAGS, MAX_JOBS.
@@ -14,8 +18,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# gpu-check runs on the machine's own Python and torch, never the venv.
+GPU_CHECK_PYTHON ?= python3
+GPU_CHECK_ARGS ?=
 
-.PHONY: venv deps install build test demo bench lint clean
+.PHONY: venv deps install build test demo bench gpu-check lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +53,9 @@ demo: install
 
 bench: install
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds $(PYTEST_ARGS)
+
+gpu-check:
+	$(GPU_CHECK_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: deps
 	$(PY) -m pip install --quiet ruff

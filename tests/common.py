@@ -7,11 +7,18 @@ import pyreid
 
 HAS_CUDA = torch.cuda.is_available()
 
-cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+_skip_without_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+
+def cuda(test):
+    """Decorates a test that needs a GPU: marked `cuda`, so `pytest -m cuda`
+    (what `make gpu-check` runs) selects it, and skipped without a CUDA device."""
+    return pytest.mark.cuda(_skip_without_cuda(test))
+
 
 # Parametrise device-generic tests with this: the CUDA case is collected
 # everywhere (so a GPU run never silently drops it) and skipped without a GPU.
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, cuda])]
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, _skip_without_cuda])]
 
 FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from common import DEVICES, FLOAT_DTYPES, HAS_CUDA, clustered_features, cuda, relative_error
+from common import DEVICES, FLOAT_DTYPES, clustered_features, cuda, relative_error
 
 import pyreid
 from references.distances import knn_reference, pairwise_distance_reference
@@ -156,7 +156,7 @@ def test_input_errors():
         pyreid.ops.knn(x, None, 3)  # k is keyword-only: knn(x, k=3)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@cuda
 def test_device_mix_error():
     with pytest.raises(ValueError, match="x is on cuda:0 but y is on cpu"):
         pyreid.ops.knn(torch.randn(3, 2, device="cuda"), torch.randn(3, 2), k=1)

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from common import DEVICES, FLOAT_DTYPES, HAS_CUDA, clustered_features, cuda, relative_error
+from common import DEVICES, FLOAT_DTYPES, clustered_features, cuda, relative_error
 
 import pyreid
 from references.distances import pairwise_distance_reference
@@ -138,7 +138,7 @@ def test_input_errors():
         pyreid.ops.pairwise_distance(x, bad)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@cuda
 def test_device_mix_error():
     with pytest.raises(ValueError, match="x is on cpu but y is on cuda"):
         pyreid.ops.pairwise_distance(torch.randn(3, 2), torch.randn(3, 2, device="cuda"))
