@@ -103,7 +103,7 @@ def pairwise_distance(device):
 @case("knn")
 def knn(device):
     import pyreid
-    from pyreid.ops._reference import pairwise_distance_reference
+    from references.distances import pairwise_distance_reference
 
     for dtype, metric, n, m, k in (
         (torch.float32, "sqeuclidean", 300, None, 9),
@@ -124,6 +124,19 @@ def knn(device):
         expect(bool(((i_out >= 0) & (i_out < exact.shape[1])).all()), f"{what}: index out of range")
         expect(bool((i_out.sort(dim=1).values.diff(dim=1) > 0).all()), f"{what}: a row repeats a neighbour")
         expect_close(exact.gather(1, i_out), exact.gather(1, i_cpu), tolerance(dtype), f"{what} chosen neighbours")
+
+
+@case("knn_row_max")
+def knn_row_max(device):
+    import pyreid
+
+    for metric, n, k in (("sqeuclidean", 300, 9), ("euclidean", 517, 21), ("cosine", 257, 33)):
+        x = features(n, 24, seed=5)
+        d_cpu, _, max_cpu = pyreid.ops.knn_row_max(x, k=k, metric=metric)
+        d_out, _, max_out = pyreid.ops.knn_row_max(x.to(device), k=k, metric=metric)
+        what = f"knn_row_max {metric} N={n} k={k}"
+        expect_close(d_out, d_cpu, tolerance(torch.float32), f"{what} distances")
+        expect_close(max_out, max_cpu, tolerance(torch.float32), f"{what} row maxima")
 
 
 def _dbscan_problem():
@@ -200,14 +213,13 @@ def kreciprocal_sets(device):
 @case("kreciprocal_weights")
 def kreciprocal_weights(device):
     import pyreid
-    from pyreid.ops._kreciprocal_encoding import row_max_sqeuclidean
 
     x64, neighbors = _encoding_inputs()
     for dtype in (torch.float32, torch.float64):
         x = x64.to(dtype)
         for variant, nb in neighbors.items():
             crow, col = pyreid.ops.kreciprocal_sets(nb, 20)
-            row_max = row_max_sqeuclidean(x) if variant == "original" else None
+            row_max = pyreid.ops.knn_row_max(x, k=1, metric="sqeuclidean")[2] if variant == "original" else None
             cpu = pyreid.ops.kreciprocal_weights(x, crow, col, variant, row_max)
             out = pyreid.ops.kreciprocal_weights(
                 x.to(device), crow.to(device), col.to(device), variant, None if row_max is None else row_max.to(device)
