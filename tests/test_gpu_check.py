@@ -518,11 +518,14 @@ def test_without_a_gpu_the_check_says_so_writes_its_report_and_fails(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_gpu_check_uses_the_system_python_and_never_the_venv():
-    done = subprocess.run(["make", "-n", "gpu-check"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    # Under `make test` the parent make's MAKEFLAGS / MAKELEVEL would add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    make = ["make", "--no-print-directory", "-n", "gpu-check"]
+    done = subprocess.run(make, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "python3 tools/gpu_check.py"
-    done = subprocess.run(["make", "-n", "gpu-check", "GPU_CHECK_PYTHON=/opt/py", "GPU_CHECK_ARGS=--dry-run"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(make + ["GPU_CHECK_PYTHON=/opt/py", "GPU_CHECK_ARGS=--dry-run"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert done.stdout.strip() == "/opt/py tools/gpu_check.py --dry-run"
 
 
