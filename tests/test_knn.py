@@ -156,6 +156,31 @@ def test_input_errors():
         pyreid.ops.knn(x, None, 3)  # k is keyword-only: knn(x, k=3)
 
 
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_finite_check_catches_every_non_finite_entry(bad_value, dtype):
+    # The check reads row sums first; a NaN/Inf anywhere must still be found,
+    # also where it is the only non-finite entry of a row of huge values.
+    x = torch.randn(9, 5).to(dtype)
+    for row, col in [(0, 0), (4, 2), (8, 4)]:
+        bad = x.clone()
+        bad[row, col] = bad_value
+        with pytest.raises(ValueError, match="x contains NaN or Inf"):
+            pyreid.ops.knn(bad, k=2)
+    huge = torch.full((4, 3), torch.finfo(dtype).max, dtype=dtype)
+    huge[2, 1] = bad_value
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        pyreid.ops.knn(huge, k=2)
+
+
+def test_finite_check_accepts_finite_rows_whose_sum_overflows():
+    # Row sums of float32 max overflow to inf: the exact test decides, and passes.
+    x = torch.full((5, 4), torch.finfo(torch.float32).max)
+    x[1] = -x[1]
+    dist, idx = pyreid.ops.knn(x, k=2)
+    assert idx[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
 @cuda
 def test_device_mix_error():
     with pytest.raises(ValueError, match="x is on cuda:0 but y is on cpu"):

@@ -54,10 +54,21 @@ def check_same_device(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str
     )
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    # NaN and Inf propagate through a sum, so finite row sums prove every
+    # entry finite; only a non-finite sum (a real NaN/Inf, or an overflow of
+    # large finite values) needs the exact element-wise test. The sum reads
+    # the tensor once; isfinite(t).all() also writes and reads a bool copy
+    # (0.18 s against 0.008 s for 12,936 x 2,048 float32 features).
+    if t.dim() > 0 and bool(torch.isfinite(t.sum(dim=-1)).all()):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 def check_finite(t: torch.Tensor, name: str, op: str) -> None:
     """A data-dependent check (one reduction): eager wrappers only, never in a fake kernel."""
     _value(
-        t.numel() == 0 or bool(torch.isfinite(t).all()),
+        t.numel() == 0 or _all_finite(t),
         lambda: f"{op}: {name} contains NaN or Inf; clean the features first (e.g. torch.nan_to_num)",
     )
 
