@@ -46,6 +46,45 @@ def test_matches_reference(device, dtype, variant, n, d, per_row):
     np.testing.assert_allclose(sums[nonempty].numpy(), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("variant", ["cluster", "original"])
+@pytest.mark.parametrize("n,d,k1,scale", [(2, 3, 1, 1.0), (40, 7, 6, 3.0), (300, 64, 20, 1.0), (301, 256, 30, 0.5)])
+def test_listed_distances_give_the_same_weights(device, dtype, variant, n, d, k1, scale):
+    # With the kNN lists, listed pairs take their distance from the list (and,
+    # for "cluster", <x_i, x_j> from it and the norms: tested on features that
+    # are not unit vectors too); pairs of the expansion outside the list are
+    # computed. Both must equal the float64 definition.
+    x = (scale * torch.nn.functional.normalize(clustered_features(n, d, seed=n + k1), dim=1)).to(dtype)
+    columns = k1 if variant == "cluster" else k1 + 1
+    dist, nb, row_max = pyreid.ops.knn_row_max(x, k=columns, metric="sqeuclidean")
+    crow, col = pyreid.ops.kreciprocal_sets(nb, k1)
+    row_max = row_max if variant == "original" else None
+    ref = kreciprocal_weights_reference(x, crow, col, variant, row_max)
+    dev = lambda t: None if t is None else t.to(device)  # noqa: E731
+    out = pyreid.ops.kreciprocal_weights(dev(x), dev(crow), dev(col), variant, dev(row_max), dev(nb), dev(dist))
+    np.testing.assert_allclose(out.cpu().numpy(), ref, rtol=1e-5, atol=1e-7)
+    # Lists that miss some members (here: each row's list cut to its first
+    # half) mix listed and computed distances in one row.
+    cut = max(1, columns // 2)
+    part = pyreid.ops.kreciprocal_weights(
+        dev(x), dev(crow), dev(col), variant, dev(row_max), dev(nb[:, :cut].contiguous()), dev(dist[:, :cut].contiguous())
+    )
+    np.testing.assert_allclose(part.cpu().numpy(), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_listed_distances_are_used():
+    # Lists whose distances disagree with the features show that the listed
+    # value, not a recomputed one, enters the weights: row 0 lists point 1 at
+    # squared distance 0 (as far as itself), so both get weight 1/2.
+    x = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 5.0]])
+    crow, col = torch.tensor([0, 2, 3, 4]), torch.tensor([0, 1, 1, 2])
+    nb = torch.tensor([[0, 1], [1, 0], [2, 0]])
+    nd = torch.tensor([[0.0, 0.0], [0.0, 9.0], [0.0, 25.0]])
+    out = pyreid.ops.kreciprocal_weights(x, crow, col, "original", torch.ones(3), nb, nd)
+    np.testing.assert_allclose(out.numpy(), [0.5, 0.5, 1.0, 1.0])
+
+
 def test_large_distances_do_not_underflow():
     # exp(-d) of every pair underflows in float32 for d > 104; the max-shifted softmax does not.
     x = torch.tensor([[0.0], [200.0], [201.0]])
@@ -92,6 +131,8 @@ def test_opcheck():
     crow, col = random_pattern(30, 6)
     torch.library.opcheck(torch.ops.pyreid.kreciprocal_weights.default, (x, crow, col, "cluster", None))
     torch.library.opcheck(torch.ops.pyreid.kreciprocal_weights.default, (x, crow, col, "original", row_max_of(x)))
+    dist, nb = pyreid.ops.knn(x, k=6)
+    torch.library.opcheck(torch.ops.pyreid.kreciprocal_weights.default, (x, crow, col, "cluster", None, nb, dist))
 
 
 @pytest.mark.parametrize("device", KERNEL_DEVICES)
@@ -125,9 +166,24 @@ def test_input_errors(device):
         w(x, index([0, 2, 1, 3, 4, 5]), col)
     with pytest.raises(ValueError, match="must be a CSR pattern of N = 5 rows"):
         w(x, index([0, 1, 2, 3, 4, 6]), col)
+    nb, nd = torch.zeros(5, 2, dtype=torch.int64, device=device), torch.zeros(5, 2, device=device)
+    with pytest.raises(ValueError, match="pass neighbors and neighbor_dist together"):
+        w(x, crow, col, "cluster", None, nb)
+    with pytest.raises(ValueError, match=r"neighbors and neighbor_dist must both be N x K with N = 5"):
+        w(x, crow, col, "cluster", None, nb[:4], nd[:4])
+    with pytest.raises(ValueError, match=r"neighbors and neighbor_dist must both be N x K with N = 5"):
+        w(x, crow, col, "cluster", None, nb, nd[:, :1])
+    with pytest.raises(TypeError, match="neighbor_dist is (Double|torch.float64) but x is (Float|torch.float32)"):
+        w(x, crow, col, "cluster", None, nb, nd.double())
+    with pytest.raises(TypeError, match="neighbors must be int64"):
+        w(x, crow, col, "cluster", None, nb.int(), nd)
+    with pytest.raises(ValueError, match=r"neighbors must be indices in \[0, 5\)"):
+        w(x, crow, col, "cluster", None, nb + 5, nd)
     if device == "cuda":
         with pytest.raises(ValueError, match="x is on cuda:0 but crow is on cpu"):
             w(x, crow.cpu(), col)
+        with pytest.raises(ValueError, match="x is on cuda:0 but neighbors is on cpu"):
+            w(x, crow, col, "cluster", None, nb.cpu(), nd)
 
 
 def test_fake_kernel_raises_the_same_errors():
@@ -152,3 +208,8 @@ def test_cuda_agrees_with_cpu_and_is_deterministic():
         first, second = pyreid.ops.kreciprocal_weights(*args), pyreid.ops.kreciprocal_weights(*args)
         assert torch.equal(first, second)
         np.testing.assert_allclose(first.cpu().numpy(), cpu.numpy(), rtol=1e-5, atol=1e-7)
+    # With the lists (listed distances from the list, the others computed).
+    dist, nb = pyreid.ops.knn(x, k=10)
+    cpu = pyreid.ops.kreciprocal_weights(x, crow, col, "cluster", None, nb, dist)
+    out = pyreid.ops.kreciprocal_weights(x.cuda(), crow.cuda(), col.cuda(), "cluster", None, nb.cuda(), dist.cuda())
+    np.testing.assert_allclose(out.cpu().numpy(), cpu.numpy(), rtol=1e-5, atol=1e-7)

@@ -225,6 +225,14 @@ def kreciprocal_weights(device):
                 x.to(device), crow.to(device), col.to(device), variant, None if row_max is None else row_max.to(device)
             )
             expect_close(out, cpu, 1e-5, f"{variant} {dtype}")
+            # The listed-distance path: half of each list, so rows mix both paths.
+            dist, lists = pyreid.ops.knn(x, k=10)
+            cpu = pyreid.ops.kreciprocal_weights(x, crow, col, variant, row_max, lists, dist)
+            out = pyreid.ops.kreciprocal_weights(
+                x.to(device), crow.to(device), col.to(device), variant,
+                None if row_max is None else row_max.to(device), lists.to(device), dist.to(device),
+            )
+            expect_close(out, cpu, 1e-5, f"{variant} {dtype} with lists")
 
 
 @case("kreciprocal_jaccard")

@@ -62,6 +62,17 @@ PYREID_HOST_DEVICE T weight_logit(EncodingVariant variant, T dot_or_sqdist, T ro
   return -(dot_or_sqdist / row_scale);
 }
 
+// The logit's input of a pair (i, j) found in row i's neighbour list, from
+// its listed squared distance |x_i - x_j|^2 = |x_i|^2 + |x_j|^2 - 2<x_i, x_j>
+// instead of a new pass over the D features: <x_i, x_j> ("cluster", from the
+// squared norms) or the squared distance itself ("original"). Equal to the
+// direct computation up to float rounding.
+template <typename T>
+PYREID_HOST_DEVICE T pair_term_from_sqdist(EncodingVariant variant, T sqdist, T sqnorm_i, T sqnorm_j) {
+  if (variant == EncodingVariant::Cluster) return (sqnorm_i + sqnorm_j - sqdist) / T(2);
+  return sqdist;
+}
+
 // max(row_max_i, tiny): a point whose farthest neighbour is itself (all
 // points equal) must not divide by zero.
 template <typename T>

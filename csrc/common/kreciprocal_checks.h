@@ -101,4 +101,29 @@ inline EncodingVariant check_kreciprocal_weights_args(const at::Tensor& x, const
   return v;
 }
 
+// The optional neighbour lists of kreciprocal_weights: both or neither;
+// neighbors N x K int64 with entries in [0, N) (a reduction: one host sync on
+// CUDA), neighbor_dist N x K in x's dtype, on x's device.
+inline bool check_kreciprocal_weights_lists(const at::Tensor& x, const std::optional<at::Tensor>& neighbors,
+                                            const std::optional<at::Tensor>& neighbor_dist, const char* op) {
+  TORCH_CHECK_VALUE(neighbors.has_value() == neighbor_dist.has_value(), op,
+                    ": pass neighbors and neighbor_dist together (the lists and their squared distances) or neither");
+  if (!neighbors.has_value()) return false;
+  const int64_t n = x.size(0);
+  check_dim(*neighbors, 2, op, "neighbors");
+  check_dim(*neighbor_dist, 2, op, "neighbor_dist");
+  check_dtype(*neighbors, at::kLong, "int64", op, "neighbors");
+  check_same_dtype(*neighbor_dist, x, op, "neighbor_dist", "x");
+  TORCH_CHECK_VALUE(neighbors->size(0) == n && neighbor_dist->sizes() == neighbors->sizes(), op,
+                    ": neighbors and neighbor_dist must both be N x K with N = ", n, ", got ", neighbors->sizes(),
+                    " and ", neighbor_dist->sizes());
+  check_same_device(x, *neighbors, op, "x", "neighbors");
+  check_same_device(x, *neighbor_dist, op, "x", "neighbor_dist");
+  if (neighbors->numel() > 0) {
+    TORCH_CHECK_VALUE(at::logical_and(*neighbors >= 0, *neighbors < n).all().item<bool>(), op,
+                      ": neighbors must be indices in [0, ", n, ")");
+  }
+  return true;
+}
+
 }  // namespace pyreid

@@ -244,8 +244,8 @@ def check_kreciprocal_sets_args(neighbors, k1) -> None:
     _value(k1 <= k <= n, lambda: f"{op}: neighbors must have between k1 = {k1} and N = {n} columns, got {k}")
 
 
-def check_kreciprocal_weights_args(x, crow, col, variant, row_max) -> None:
-    """The shape half of csrc's check_kreciprocal_weights_args (the CSR pattern needs the data)."""
+def check_kreciprocal_weights_args(x, crow, col, variant, row_max, neighbors=None, neighbor_dist=None) -> None:
+    """The shape half of csrc's check_kreciprocal_weights_args and _lists (the CSR pattern and index ranges need the data)."""
     op = "kreciprocal_weights"
     check_choice(variant, VARIANTS, "variant", op)
     check_dim(x, 2, "x", op)
@@ -275,6 +275,25 @@ def check_kreciprocal_weights_args(x, crow, col, variant, row_max) -> None:
         check_same_device(x, row_max, "x", "row_max", op)
     else:
         _value(row_max is None, lambda: f"{op}: row_max is only used by variant 'original'; pass None")
+    _value(
+        (neighbors is None) == (neighbor_dist is None),
+        lambda: f"{op}: pass neighbors and neighbor_dist together (the lists and their squared distances) or neither",
+    )
+    if neighbors is not None:
+        check_dim(neighbors, 2, "neighbors", op)
+        check_dim(neighbor_dist, 2, "neighbor_dist", op)
+        check_dtype(neighbors, torch.int64, "neighbors", op)
+        _type(
+            neighbor_dist.dtype == x.dtype,
+            lambda: f"{op}: neighbor_dist is {neighbor_dist.dtype} but x is {x.dtype}; cast one of them",
+        )
+        _value(
+            neighbors.shape[0] == n and neighbor_dist.shape == neighbors.shape,
+            lambda: f"{op}: neighbors and neighbor_dist must both be N x K with N = {n}, "
+            f"got {list(neighbors.shape)} and {list(neighbor_dist.shape)}",
+        )
+        check_same_device(x, neighbors, "x", "neighbors", op)
+        check_same_device(x, neighbor_dist, "x", "neighbor_dist", op)
 
 
 def check_kreciprocal_jaccard_args(crow, col, val, expansion, rows) -> None:

@@ -29,20 +29,28 @@ def kreciprocal_encoding(
     variant: str,
     neighbors: Optional[torch.Tensor] = None,
     row_max: Optional[torch.Tensor] = None,
+    neighbor_dist: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(neighbors, crow, col, val)``: the neighbour lists and V as CSR (float32 values).
 
     ``x`` is float32 or float64. ``"cluster"``: weights ``exp(-(2 - 2<x_i, x_j>))``.
     ``"original"``: weights ``exp(-|x_i - x_j|^2 / row_max_i)``. ``neighbors``
     (and, for "original", ``row_max``): pass what the caller already has from
-    ``knn`` / ``knn_row_max`` with ``neighbour_columns(k1, variant)`` columns.
+    ``knn`` / ``knn_row_max`` with ``neighbour_columns(k1, variant)`` columns,
+    with their squared distances ``neighbor_dist`` where it has them. The
+    weights take the distances of listed pairs from the lists (most of
+    R*(i)), so only the few pairs of the expansion outside i's list cost a
+    D-long product.
     """
     columns = neighbour_columns(k1, variant)
     if variant == "original" and row_max is None:
         # One pass gives the lists and the row maxima.
-        _, neighbors, row_max = knn_row_max(x, k=columns, metric="sqeuclidean")
+        neighbor_dist, neighbors, row_max = knn_row_max(x, k=columns, metric="sqeuclidean")
     elif neighbors is None:
-        _, neighbors = knn(x, k=columns, metric="sqeuclidean")
+        neighbor_dist, neighbors = knn(x, k=columns, metric="sqeuclidean")
     crow, col = kreciprocal_sets(neighbors, k1)
-    val = kreciprocal_weights(x, crow, col, variant, row_max if variant == "original" else None)
+    val = kreciprocal_weights(
+        x, crow, col, variant, row_max if variant == "original" else None,
+        neighbors if neighbor_dist is not None else None, neighbor_dist,
+    )
     return neighbors, crow, col, val

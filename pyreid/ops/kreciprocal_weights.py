@@ -15,6 +15,8 @@ def kreciprocal_weights(
     col: torch.Tensor,
     variant: str = "cluster",
     row_max: Optional[torch.Tensor] = None,
+    neighbors: Optional[torch.Tensor] = None,
+    neighbor_dist: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``V[i, j] = exp(-d_ij) / sum_{j' in R*(i)} exp(-d_ij')`` for the stored pairs (Zhong et al., CVPR 2017).
 
@@ -25,12 +27,20 @@ def kreciprocal_weights(
             L2-normalised features); ``"original"``: ``d_ij = |x_i - x_j|^2 /
             row_max_i`` (the re-ranking paper; ``row_max`` required).
         row_max: N row maxima of the squared distances (``"original"`` only).
+        neighbors, neighbor_dist: optional N x K lists and their squared
+            Euclidean distances (x's dtype), as ``knn(x, k=K,
+            metric="sqeuclidean")`` returns them. A stored pair found in row
+            i's list takes ``|x_i - x_j|^2`` from it (``<x_i, x_j>`` from it
+            and the squared norms) instead of a new D-long product: equal up
+            to float rounding, and much less work at large D, where most of
+            R*(i) is in i's list.
 
     Returns:
         nnz float32 values, aligned with ``col``; each non-empty row sums to 1.
 
     Raises ValueError for an unknown variant, inconsistent shapes or CSR
-    pattern, a missing or superfluous row_max, or a device mix, and
+    pattern, a missing or superfluous row_max, only one of neighbors /
+    neighbor_dist, list entries outside [0, N), or a device mix, and
     TypeError for a wrong dtype.
 
     Example:
@@ -39,10 +49,10 @@ def kreciprocal_weights(
         >>> pyreid.ops.kreciprocal_weights(x, crow, col).shape == col.shape
         True
     """
-    return torch.ops.pyreid.kreciprocal_weights.default(x, crow, col, variant, row_max)
+    return torch.ops.pyreid.kreciprocal_weights.default(x, crow, col, variant, row_max, neighbors, neighbor_dist)
 
 
 @torch.library.register_fake("pyreid::kreciprocal_weights")
-def _kreciprocal_weights_fake(x, crow, col, variant, row_max):
-    check_kreciprocal_weights_args(x, crow, col, variant, row_max)
+def _kreciprocal_weights_fake(x, crow, col, variant, row_max, neighbors=None, neighbor_dist=None):
+    check_kreciprocal_weights_args(x, crow, col, variant, row_max, neighbors, neighbor_dist)
     return col.new_empty(col.shape, dtype=torch.float32)

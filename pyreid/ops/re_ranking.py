@@ -53,9 +53,9 @@ def re_ranking(
     check_kreciprocal_args(x, k1, k2, "re_ranking")
     # The lists and the row maxima from one pass (each pair once on the CPU);
     # only the Q x G block is computed again.
-    _, neighbors, row_max = knn_row_max(x, k=neighbour_columns(k1, "original"), metric="sqeuclidean")
+    neighbor_dist, neighbors, row_max = knn_row_max(x, k=neighbour_columns(k1, "original"), metric="sqeuclidean")
     d = pairwise_distance(x[:q], x[q:], "sqeuclidean")
-    neighbors, crow, col, val = kreciprocal_encoding(x, k1, "original", neighbors, row_max)
+    neighbors, crow, col, val = kreciprocal_encoding(x, k1, "original", neighbors, row_max, neighbor_dist)
     jcrow, jcol, jval = kreciprocal_jaccard(crow, col, val, neighbors[:, :k2].contiguous(), q, 1.0)
 
     d /= row_max[:q, None].clamp_min(torch.finfo(x.dtype).tiny)
