@@ -68,6 +68,26 @@ def test_equals_the_definition(k2, rows):
     np.testing.assert_allclose(to_dense_distance(crow, col, val, (rows, n)).numpy(), ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("max_distance", [1.0, 0.8, 0.3])
+@pytest.mark.parametrize("n,k1,k2", [(2, 1, 1), (80, 10, 3), (700, 20, 6)])
+def test_all_rows_equal_the_row_by_row_pass_bit_for_bit(n, k1, k2, max_distance):
+    # rows == N computes each pair once and mirrors it; rows < N computes row
+    # by row. Both must store the same pairs with the same bits, and the
+    # full matrix must be exactly symmetric.
+    x = normalized_features(n, 16, seed=n)
+    nb, crow, col, val = kreciprocal_encoding(x, k1, "cluster")
+    expansion = nb[:, :k2].contiguous()
+    full = pyreid.ops.kreciprocal_jaccard(crow, col, val, expansion, n, max_distance)
+    part = pyreid.ops.kreciprocal_jaccard(crow, col, val, expansion, n - 1, max_distance)
+    stop = int(part[0][-1])
+    assert torch.equal(full[0][:n], part[0]) and torch.equal(full[1][:stop], part[1])
+    assert torch.equal(full[2][:stop], part[2])
+    graph = torch.sparse_csr_tensor(*full, (n, n)).to_sparse_coo().coalesce()
+    transposed = graph.t().coalesce()
+    assert torch.equal(graph.indices(), transposed.indices()) and torch.equal(graph.values(), transposed.values())
+    np.testing.assert_array_equal(full[0].diff().numpy() >= 1, True)  # the diagonal is always stored
+
+
 def test_reference_is_symmetric_for_full_rows():
     # Sanity of the reference the pipeline tests use: the Jaccard distance of an encoding is symmetric.
     x = normalized_features(60, 8, seed=10)

@@ -9,9 +9,13 @@
 //    column c of V'[i] ascending, for each row r of column c,
 //    acc[r] += min(V'[i,c], V'[r,c]); every touched r gives one stored pair.
 //    Blocks write to their own buffers, copied afterwards in row order into
-//    the output (each block freed once copied).
+//    the output (each block freed once copied). When every row is asked for
+//    (jaccard_graph), row i visits only rows r >= i, so each unordered pair
+//    is computed once, and the kept pairs are mirrored into row r: half the
+//    accumulations, the same values.
 // Each sum runs in a fixed order that does not depend on the threads.
 #include <algorithm>
+#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -129,6 +133,61 @@ int64_t total_size(const std::vector<Csr>& parts) {
   return total;
 }
 
+// The upper-triangle rows (row i holds its pairs (i, j), j >= i, ascending)
+// as the full symmetric matrix: row i = the mirrored pairs (r, i), r < i, in
+// ascending r, then its own. Both halves come from the same sums (the
+// overlap of i and j adds min(V'[i,c], V'[j,c]) over the shared columns c
+// in ascending order whichever row computes it), so the matrix is exactly
+// what the row-by-row computation gives.
+std::vector<int64_t> mirrored_row_sizes(const std::vector<Csr>& upper, int64_t n) {
+  std::vector<int64_t> sizes(static_cast<size_t>(n), 0);
+  for (size_t b = 0; b < upper.size(); ++b) {
+    const Csr& part = upper[b];
+    for (size_t t = 0; t + 1 < part.ptr.size(); ++t) {
+      const int64_t i = static_cast<int64_t>(b) * kRowBlock + static_cast<int64_t>(t);
+      sizes[i] += part.ptr[t + 1] - part.ptr[t];
+      for (int64_t p = part.ptr[t]; p < part.ptr[t + 1]; ++p) {
+        if (part.idx[p] > i) ++sizes[part.idx[p]];
+      }
+    }
+  }
+  return sizes;
+}
+
+void mirror_blocks(std::vector<Csr>& upper, const std::vector<int64_t>& sizes, int64_t* ptr, int64_t* idx,
+                   float* val) {
+  const int64_t n = static_cast<int64_t>(sizes.size());
+  ptr[0] = 0;
+  for (int64_t i = 0; i < n; ++i) ptr[i + 1] = ptr[i] + sizes[i];
+  // The mirrored pairs, in ascending source row: a sequential pass (a few
+  // entries per row) that leaves each row's fill point after them.
+  std::vector<int64_t> fill(ptr, ptr + n);
+  for (size_t b = 0; b < upper.size(); ++b) {
+    const Csr& part = upper[b];
+    for (size_t t = 0; t + 1 < part.ptr.size(); ++t) {
+      const int64_t r = static_cast<int64_t>(b) * kRowBlock + static_cast<int64_t>(t);
+      for (int64_t p = part.ptr[t]; p < part.ptr[t + 1]; ++p) {
+        const int64_t j = part.idx[p];
+        if (j <= r) continue;
+        idx[fill[j]] = r;
+        val[fill[j]++] = part.val[p];
+      }
+    }
+  }
+  // Each row's own pairs after its mirrored ones.
+  at::parallel_for(0, static_cast<int64_t>(upper.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      Csr& part = upper[b];
+      for (size_t t = 0; t + 1 < part.ptr.size(); ++t) {
+        const int64_t i = b * kRowBlock + static_cast<int64_t>(t);
+        std::copy(part.idx.begin() + part.ptr[t], part.idx.begin() + part.ptr[t + 1], idx + fill[i]);
+        std::copy(part.val.begin() + part.ptr[t], part.val.begin() + part.ptr[t + 1], val + fill[i]);
+      }
+      part = Csr();  // free as we go
+    }
+  });
+}
+
 // The blocks as one Csr.
 Csr concat_to_csr(std::vector<Csr> parts, int64_t rows) {
   Csr out;
@@ -194,11 +253,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cpu(const at:
   const Csr v = query_expansion(crow_p, col_p, val_c.data_ptr<float>(), exp_c.data_ptr<int64_t>(), n, k2);
   const Csr inv = inverted_index(v, n);
   const float limit = static_cast<float>(max_distance);
+  // All rows: each unordered pair once (half the work), then mirrored.
+  const bool symmetric = rows == n;
   std::vector<Csr> jac = build_blocks(rows, n, [&](int64_t i, SparseAccumulator& acc, Csr& out) {
     for (int64_t p = v.ptr[i]; p < v.ptr[i + 1]; ++p) {
       const int64_t c = v.idx[p];
       const float vi = v.val[p];
-      for (int64_t q = inv.ptr[c]; q < inv.ptr[c + 1]; ++q) acc.add(inv.idx[q], std::min(vi, inv.val[q]));
+      int64_t q = inv.ptr[c];
+      const int64_t q_end = inv.ptr[c + 1];
+      if (symmetric) {  // the column's rows are ascending: start at the first r >= i
+        q = std::lower_bound(inv.idx.begin() + q, inv.idx.begin() + q_end, i) - inv.idx.begin();
+      }
+      for (; q < q_end; ++q) acc.add(inv.idx[q], std::min(vi, inv.val[q]));
     }
     if (!acc.touched(i)) acc.add(i, 0.0f);  // the diagonal is always stored
     const auto keep = [&](int64_t j) { return j == i || jaccard_from_overlap(acc.sum(j)) < limit; };
@@ -209,8 +275,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cpu(const at:
     acc.clear();
   });
 
-  const int64_t total = total_size(jac);
   at::Tensor out_crow = at::empty({rows + 1}, crow.options());
+  if (symmetric) {
+    const std::vector<int64_t> sizes = mirrored_row_sizes(jac, n);
+    const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t(0));
+    at::Tensor out_col = at::empty({total}, crow.options());
+    at::Tensor out_val = at::empty({total}, val.options());
+    mirror_blocks(jac, sizes, out_crow.data_ptr<int64_t>(), out_col.data_ptr<int64_t>(), out_val.data_ptr<float>());
+    return {out_crow, out_col, out_val};
+  }
+  const int64_t total = total_size(jac);
   at::Tensor out_col = at::empty({total}, crow.options());
   at::Tensor out_val = at::empty({total}, val.options());
   concat_blocks(jac, out_crow.data_ptr<int64_t>(), out_col.data_ptr<int64_t>(), out_val.data_ptr<float>());
