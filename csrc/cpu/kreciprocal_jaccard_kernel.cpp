@@ -35,54 +35,85 @@ struct Csr {
   std::vector<float> val;
 };
 
+// A range of slots, for range-for loops.
+struct Slots {
+  const int64_t* first;
+  const int64_t* last;
+  const int64_t* begin() const { return first; }
+  const int64_t* end() const { return last; }
+};
+
 // A dense float accumulator over n slots that remembers which slots it
 // touched, so it can be read and cleared in O(touched). Every value added is
 // >= 0 (weights of V and their minima), so a negative sum marks an untouched
 // slot: one array, one memory access per add.
 class SparseAccumulator {
  public:
-  explicit SparseAccumulator(int64_t n) : sum_(static_cast<size_t>(n), kUntouched) {}
+  explicit SparseAccumulator(int64_t n)
+      // touched_ has one spare entry: add_min writes its slot before it
+      // knows whether the slot is new, also once all n are touched.
+      : sum_(static_cast<size_t>(n), kUntouched), touched_(static_cast<size_t>(n + 1)), kept_(static_cast<size_t>(n)) {}
 
   void add(int64_t slot, float v) {
     float& s = sum_[slot];
     if (s < 0.0f) {
       s = v;  // == 0 + v
-      touched_.push_back(slot);
+      touched_[count_++] = slot;
     } else {
       s += v;
     }
+  }
+
+  // sum[rows[t]] += min(v, vals[t]) for t < len: the Jaccard pass's inner
+  // loop. Branch-free (whether a slot is new is data, not control: half the
+  // slots are) and on local pointers, so nothing is reloaded per entry.
+  // max(s, 0) + m is m for an untouched slot and s + m otherwise, the same
+  // bits as add().
+  void add_min(const int64_t* rows, const float* vals, int64_t len, float v) {
+    float* sum = sum_.data();
+    int64_t* touched = touched_.data();
+    int64_t count = count_;
+    for (int64_t t = 0; t < len; ++t) {
+      const int64_t r = rows[t];
+      const float s = sum[r];
+      touched[count] = r;
+      count += s < 0.0f ? 1 : 0;
+      sum[r] = std::max(s, 0.0f) + std::min(v, vals[t]);
+    }
+    count_ = count;
   }
 
   // The touched slots for which keep(slot) holds, ascending. Filtering
   // before sorting: when few are kept (a max_distance below 1, as DBSCAN's
   // eps needs) the sort is short.
   template <typename Keep>
-  const std::vector<int64_t>& sorted_touched_if(const Keep& keep) {
-    kept_.clear();
-    for (int64_t s : touched_) {
-      if (keep(s)) kept_.push_back(s);
+  Slots sorted_touched_if(const Keep& keep) {
+    int64_t kept = 0;
+    for (int64_t t = 0; t < count_; ++t) {
+      if (keep(touched_[t])) kept_[kept++] = touched_[t];
     }
-    std::sort(kept_.begin(), kept_.end());
-    return kept_;
+    std::sort(kept_.data(), kept_.data() + kept);
+    return {kept_.data(), kept_.data() + kept};
   }
   // Touched slots in ascending order.
-  const std::vector<int64_t>& sorted_touched() {
-    std::sort(touched_.begin(), touched_.end());
-    return touched_;
+  Slots sorted_touched() {
+    std::sort(touched_.data(), touched_.data() + count_);
+    return {touched_.data(), touched_.data() + count_};
   }
   float sum(int64_t slot) const { return sum_[slot]; }
   bool touched(int64_t slot) const { return sum_[slot] >= 0.0f; }
 
   void clear() {
-    for (int64_t s : touched_) sum_[s] = kUntouched;
-    touched_.clear();
+    for (int64_t t = 0; t < count_; ++t) sum_[touched_[t]] = kUntouched;
+    count_ = 0;
   }
 
  private:
   static constexpr float kUntouched = -1.0f;
   std::vector<float> sum_;
-  std::vector<int64_t> touched_;
+  std::vector<int64_t> touched_;  // the first count_ entries
   std::vector<int64_t> kept_;
+  int64_t count_ = 0;
 };
 
 // Rows are processed in blocks of this many; each block owns its output buffers.
@@ -217,8 +248,10 @@ Csr query_expansion(const int64_t* crow, const int64_t* col, const float* val, c
   return concat_to_csr(std::move(parts), n);
 }
 
-// Column-major copy of a CSR matrix with n columns: for each column, its rows ascending.
-Csr inverted_index(const Csr& v, int64_t n) {
+// Column-major copy of a CSR matrix with n columns: for each column, its
+// rows ascending. position[p] is where entry p of v (row r, column c) went,
+// so row r finds itself in column c's list without a search.
+Csr inverted_index(const Csr& v, int64_t n, std::vector<int64_t>& position) {
   const int64_t rows = static_cast<int64_t>(v.ptr.size()) - 1;
   Csr inv;
   inv.ptr.assign(static_cast<size_t>(n + 1), 0);
@@ -226,12 +259,14 @@ Csr inverted_index(const Csr& v, int64_t n) {
   for (int64_t c = 0; c < n; ++c) inv.ptr[c + 1] += inv.ptr[c];
   inv.idx.resize(v.idx.size());
   inv.val.resize(v.idx.size());
+  position.resize(v.idx.size());
   std::vector<int64_t> fill(inv.ptr.begin(), inv.ptr.end() - 1);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t p = v.ptr[r]; p < v.ptr[r + 1]; ++p) {
       const int64_t dst = fill[v.idx[p]]++;
       inv.idx[dst] = r;
       inv.val[dst] = v.val[p];
+      position[p] = dst;
     }
   }
   return inv;
@@ -251,7 +286,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cpu(const at:
   const int64_t* col_p = col_c.data_ptr<int64_t>();
 
   const Csr v = query_expansion(crow_p, col_p, val_c.data_ptr<float>(), exp_c.data_ptr<int64_t>(), n, k2);
-  const Csr inv = inverted_index(v, n);
+  std::vector<int64_t> position;
+  const Csr inv = inverted_index(v, n, position);
   const float limit = static_cast<float>(max_distance);
   // All rows: each unordered pair once (half the work), then mirrored.
   const bool symmetric = rows == n;
@@ -259,12 +295,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cpu(const at:
     for (int64_t p = v.ptr[i]; p < v.ptr[i + 1]; ++p) {
       const int64_t c = v.idx[p];
       const float vi = v.val[p];
-      int64_t q = inv.ptr[c];
-      const int64_t q_end = inv.ptr[c + 1];
-      if (symmetric) {  // the column's rows are ascending: start at the first r >= i
-        q = std::lower_bound(inv.idx.begin() + q, inv.idx.begin() + q_end, i) - inv.idx.begin();
-      }
-      for (; q < q_end; ++q) acc.add(inv.idx[q], std::min(vi, inv.val[q]));
+      // The column's rows are ascending and row i's own entry is at
+      // position[p]: the symmetric pass starts there (the rows r >= i).
+      const int64_t q0 = symmetric ? position[p] : inv.ptr[c];
+      acc.add_min(inv.idx.data() + q0, inv.val.data() + q0, inv.ptr[c + 1] - q0, vi);
     }
     if (!acc.touched(i)) acc.add(i, 0.0f);  // the diagonal is always stored
     const auto keep = [&](int64_t j) { return j == i || jaccard_from_overlap(acc.sum(j)) < limit; };
