@@ -137,10 +137,20 @@ def re_ranking_reference(
 
 
 def re_ranking_features_reference(
-    query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    distance: str = "euclidean",
 ) -> np.ndarray:
-    """The original re-ranking of the features' Euclidean distances (reference of ops.re_ranking)."""
+    """The original re-ranking fed the features' ``distance`` matrices (reference of ops.re_ranking).
+
+    ``"euclidean"``: Euclidean distances (the paper); ``"sqeuclidean"``:
+    squared Euclidean distances (torchreid's engine, Cluster-Contrast's
+    evaluator), which the original squares again.
+    """
     q, g = query.detach().cpu().double(), gallery.detach().cpu().double()
-    dist = lambda a, b: pairwise_distance_reference(a, b, "euclidean").numpy()  # noqa: E731
+    dist = lambda a, b: pairwise_distance_reference(a, b, distance).numpy()  # noqa: E731
     q_q, g_g = dist(q, None), dist(g, None)
     return re_ranking_reference(dist(q, g), q_q, g_g, k1, k2, lambda_value)
