@@ -101,6 +101,18 @@ def test_compat_re_ranking_follows_the_column_normalisation_on_asymmetric_input(
     np.testing.assert_allclose(out, re_ranking_reference(q_g, q_q, g_g, 10, 3), atol=1e-5)
 
 
+def test_compat_re_ranking_on_duplicate_rows_follows_the_stable_argsort():
+    # Copies are at distance 0 from each other: the original's ranking lists
+    # the earlier copy first, also in the later copy's own row (ops.re_ranking
+    # puts each point first instead). compat ranks the matrices as given.
+    query, gallery = query_gallery(12, 40, 6, seed=8)
+    gallery[[3, 4, 20]] = gallery[2].clone()
+    query[1] = gallery[2]
+    q_g, q_q, g_g = euclidean_blocks(query, gallery)
+    out = pyreid.compat.re_ranking(q_g, q_q, g_g, k1=6, k2=3)
+    np.testing.assert_allclose(out, re_ranking_reference(q_g, q_q, g_g, 6, 3), rtol=0, atol=1e-5)
+
+
 def test_published_baseline_matches_reference():
     query, gallery = query_gallery(20, 80, 8, seed=5)
     q_g, q_q, g_g = euclidean_blocks(query, gallery)

@@ -44,7 +44,10 @@ def re_ranking(
       up to about 0.2, and top-10 lists change): use it to reproduce what
       those pipelines report.
 
-    Unlike the original it builds no (Q+G) x (Q+G) matrix: the row maxima
+    The neighbour lists put each point first in its own list (as
+    :func:`pyreid.ops.knn`); the original's argsort puts an earlier exact copy
+    first, so on duplicate rows use :func:`pyreid.compat.re_ranking` for its
+    exact numbers. Unlike the original it builds no (Q+G) x (Q+G) matrix: the row maxima
     come out of the kNN pass (:func:`pyreid.ops.knn_row_max`), the encoding
     is sparse and Jaccard rows are computed for the queries only; the only
     dense matrix is the Q x G output.
