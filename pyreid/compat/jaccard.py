@@ -40,7 +40,9 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
     CUDA features are clustered on the GPU when this build has the CUDA
     kernels, else copied to the CPU first (the result is a numpy array either
     way). Errors are :func:`pyreid.ops.jaccard_distance`'s (ValueError for
-    k1 / k2 out of range, TypeError for non-floating features).
+    k1 / k2 out of range, TypeError for non-floating features). In
+    particular N <= k1 is a ValueError, where the published function returns
+    numbers built from faiss' padding (index -1) of the short lists.
 
     Example:
         >>> x = torch.nn.functional.normalize(torch.randn(200, 64), dim=1)
