@@ -162,6 +162,10 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--dataset", help="data set name (default: the run's)")
     p.add_argument("--data-root", help="data set folder (default: the run's)")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
+    p.add_argument("--rerank-distance", choices=("euclidean", "sqeuclidean"), default=None,
+                   help="with --rerank: the distances the original re-ranking is fed; euclidean (the paper, "
+                        "default) or sqeuclidean (what torchreid's engine and Cluster-Contrast's evaluator "
+                        "pass: reproduces their re-ranked scores)")
     p.add_argument("--flip", action="store_true", help="average each image's features with its mirror's")
     p.add_argument("--plots", action="store_true", help="write the CMC curve and ranked lists as PNG")
     p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
@@ -177,14 +181,18 @@ def _run_eval(args) -> int:
     from pyreid.training import CheckpointError
     from pyreid.training.evaluate import evaluate_checkpoint
 
+    if args.rerank_distance is not None and not args.rerank:
+        print("pyreid eval: --rerank-distance needs --rerank", file=sys.stderr)
+        return 2
     try:
         r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_root=args.data_root, rerank=args.rerank,
                                 flip=args.flip, plots=args.plots, out=args.out, device=args.device,
-                                batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
+                                batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
+                                rerank_distance=args.rerank_distance or "euclidean")
     except (CheckpointError, *_USER_ERRORS) as e:
         return _user_error("eval", e, args.verbose)
     print(f"{r['dataset']} ({r['num_query']} query, {r['num_gallery']} gallery), epoch {r['epoch']}"
-          f"{', re-ranked' if r['rerank'] else ''}{', flip' if r['flip'] else ''}:")
+          f"{', re-ranked (' + r['rerank_distance'] + ')' if r['rerank'] else ''}{', flip' if r['flip'] else ''}:")
     print("  " + "  ".join(f"{k} {100 * r[k]:.1f}%" for k in ("mAP", "rank1", "rank5", "rank10", "mINP")))
     print(f"  written: {r['written']}")
     return 0

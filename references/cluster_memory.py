@@ -28,3 +28,33 @@ def cluster_memory_update_reference(
     else:
         raise ValueError(f"unknown mode {mode!r}")
     return memory
+
+
+class _PublishedMemory(torch.autograd.Function):
+    """Cluster-Contrast's ``CM`` / ``CM_Hard``: ``inputs @ features.T`` in the features' dtype;
+    backward returns ``grad @ features`` (the memory before the update), then updates it."""
+
+    @staticmethod
+    def forward(ctx, inputs, targets, features, momentum, mode):
+        ctx.features, ctx.momentum, ctx.mode = features, momentum, mode
+        ctx.save_for_backward(inputs, targets)
+        return inputs.mm(features.t())
+
+    @staticmethod
+    def backward(ctx, grad_outputs):
+        inputs, targets = ctx.saved_tensors
+        grad_inputs = grad_outputs.mm(ctx.features) if ctx.needs_input_grad[0] else None
+        cluster_memory_update_reference(ctx.features, inputs, targets, ctx.momentum, ctx.mode)
+        return grad_inputs, None, None, None, None
+
+
+def cluster_contrast_memory_loss(
+    features: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, temp: float = 0.05,
+    momentum: float = 0.2, use_hard: bool = False,
+) -> torch.Tensor:
+    """Cluster-Contrast's ``ClusterMemory.forward`` on the ``features`` buffer (updated in
+    place in backward): ``cross_entropy(normalize(inputs) @ features.T / temp, targets)``.
+    Inputs and features must share a dtype, as ``mm`` requires in the published module."""
+    x = torch.nn.functional.normalize(inputs, dim=1)
+    outputs = _PublishedMemory.apply(x, targets, features, momentum, "hard" if use_hard else "momentum")
+    return torch.nn.functional.cross_entropy(outputs / temp, targets)

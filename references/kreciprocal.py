@@ -137,10 +137,37 @@ def re_ranking_reference(
 
 
 def re_ranking_features_reference(
-    query: torch.Tensor, gallery: torch.Tensor, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    distance: str = "euclidean",
 ) -> np.ndarray:
-    """The original re-ranking of the features' Euclidean distances (reference of ops.re_ranking)."""
+    """The original re-ranking fed the features' ``distance`` matrices (reference of ops.re_ranking).
+
+    ``"euclidean"``: Euclidean distances (the paper); ``"sqeuclidean"``:
+    squared Euclidean distances (torchreid's engine, Cluster-Contrast's
+    evaluator), which the original squares again.
+    """
     q, g = query.detach().cpu().double(), gallery.detach().cpu().double()
-    dist = lambda a, b: pairwise_distance_reference(a, b, "euclidean").numpy()  # noqa: E731
+    dist = lambda a, b: pairwise_distance_reference(a, b, distance).numpy()  # noqa: E731
     q_q, g_g = dist(q, None), dist(g, None)
     return re_ranking_reference(dist(q, g), q_q, g_g, k1, k2, lambda_value)
+
+
+def compute_jaccard_distance_index_ties(features: torch.Tensor, k1: int = 20, k2: int = 6) -> np.ndarray:
+    """Cluster-Contrast's ``compute_jaccard_distance`` as published, float64 (reference of compat).
+
+    Its faiss exact search returns k1 columns ordered by (squared Euclidean
+    distance, index), with no rule that puts a point first in its own list:
+    exact copies of a vector are at distance 0 from each other, so every copy's
+    list starts with the copies in index order. (Exact differences here, so
+    copies are at exactly equal distances from every point.) Weights
+    ``exp(-(2 - 2<x_i, x_j>))``; query expansion only for ``k2 != 1``.
+    """
+    x = features.detach().cpu().double()
+    d = pairwise_distance_reference(x, None, "sqeuclidean").numpy()
+    ranking = np.argsort(d, axis=1, kind="stable")[:, :k1]
+    xn = x.numpy()
+    return kreciprocal_jaccard_reference(ranking, 2.0 - 2.0 * xn @ xn.T, k1, k2)

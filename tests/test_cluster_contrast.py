@@ -133,6 +133,49 @@ def test_small_sets_clamp_k1(sets, source_model, tmp_path, caplog):
     assert f"only {n} training images: k-reciprocal k1 = {n - 1}, k2 = {n - 1}" in caplog.text
 
 
+def _algorithm_on_first(cls, n, sets, source_model, tmp_path, **options):
+    """The algorithm on the first ``n`` training images of the target (a small data set)."""
+    config = _config(sets, tmp_path / "a", weights=source_model)
+    dataset = build_dataset("synthetic", config.data_root)
+    dataset.train = dataset.train[:n]
+    algo = cls(config, _options(cls, **options), dataset, torch.device("cpu"), iters_per_epoch=2)
+    algo.network = algo.model = algo.build_model()
+    return algo
+
+
+@pytest.mark.parametrize("cls", [ClusterContrast, ISE])
+@pytest.mark.parametrize("n,min_samples,trains", [(2, 1, True), (2, 4, False), (3, 2, True), (7, 2, True),
+                                                  (7, 20, False)])
+def test_tiny_sets_clamp_k1_and_train_or_skip(cls, n, min_samples, trains, sets, source_model, tmp_path, caplog):
+    # The published defaults (k1 = 30, k2 = 6) on a set of n <= k1 images:
+    # k1 is clamped to n - 1 with a warning (the Jaccard op itself refuses
+    # k1 >= N); then the epoch trains, or is skipped like any epoch without
+    # a cluster (n < min_samples).
+    algo = _algorithm_on_first(cls, n, sets, source_model, tmp_path, k1=30, k2=6, min_samples=min_samples)
+    with caplog.at_level(logging.WARNING, logger="pyreid"):
+        loader = algo.before_epoch(1)
+    k1 = n - 1
+    assert f"only {n} training images: k-reciprocal k1 = {k1}, k2 = {min(6, k1)} for this epoch (asked 30, 6)" in caplog.text
+    k = algo.epoch_metrics()["num_clusters"]
+    assert (loader is not None) == trains
+    if loader is None:
+        assert k == 0 and "DBSCAN found no cluster" in caplog.text
+        return
+    assert k >= 1 and algo.memory.features.shape[0] == k
+    algo.network.train()
+    losses = algo.step(next(iter(loader)), StepInfo(1, 0, 0, 4))
+    assert all(bool(torch.isfinite(v)) for v in losses.values())
+
+
+def test_fewer_than_two_images_is_a_clear_error(sets, source_model, tmp_path):
+    from pyreid.training import ConfigError
+
+    for n in (0, 1):
+        algo = _algorithm_on_first(ClusterContrast, n, sets, source_model, tmp_path)
+        with pytest.raises(ConfigError, match=f"the training set has {n} image\\(s\\); clustering needs at least 2"):
+            algo.before_epoch(1)
+
+
 def test_ise_supports_go_through_the_memory_with_the_real_samples(sets, source_model, tmp_path):
     algo = _algorithm(ISE, sets, source_model, tmp_path, support_k=2, lp_weight=0.1)
     loader = algo.before_epoch(1)

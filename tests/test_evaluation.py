@@ -250,6 +250,14 @@ def test_evaluator_rerank_uses_ops_re_ranking():
     torch.testing.assert_close(evaluator.distances(q_img.flatten(1), g_img.flatten(1)), expected)
     scores = evaluator.run()
     assert scores["mAP"] == pytest.approx(1.0) and scores["rank1"] == 1.0
+    # rerank_distance="sqeuclidean": what torchreid's engine and Cluster-Contrast's evaluator feed the original.
+    evaluator.rerank_distance = "sqeuclidean"
+    squared = pyreid.ops.re_ranking(q, gal, k1=5, k2=2, lambda_value=0.3, distance="sqeuclidean")
+    assert not torch.allclose(squared, expected)
+    torch.testing.assert_close(evaluator.distances(q_img.flatten(1), g_img.flatten(1)), squared)
+    evaluator.rerank_distance = "cityblock"
+    with pytest.raises(ValueError, match="unknown distance 'cityblock'"):
+        evaluator.distances(q_img.flatten(1), g_img.flatten(1))
 
 
 def test_evaluator_on_the_synthetic_set(tmp_path):

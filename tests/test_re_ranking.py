@@ -45,6 +45,37 @@ def test_ops_re_ranking_matches_reference(q, g, d, k1, k2, lambda_value):
 
 
 @pytest.mark.parametrize("q,g,d,k1,k2", CASES)
+@pytest.mark.parametrize("lambda_value", [0.3, 0.0, 1.0])
+def test_ops_re_ranking_sqeuclidean_matches_reference(q, g, d, k1, k2, lambda_value):
+    # torchreid's engine and Cluster-Contrast's evaluator feed the original
+    # squared distances, which it squares again.
+    query, gallery = query_gallery(q, g, d, seed=q + g)
+    out = pyreid.ops.re_ranking(query, gallery, k1=k1, k2=k2, lambda_value=lambda_value, distance="sqeuclidean")
+    ref = re_ranking_features_reference(query, gallery, k1, k2, lambda_value, distance="sqeuclidean")
+    assert out.shape == (q, g) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-5)
+
+
+def test_re_ranking_distance_choice_matters_and_compat_agrees():
+    # The two inputs give different scores (the point of the option), and
+    # compat.re_ranking fed each matrix equals ops.re_ranking with that choice.
+    query, gallery = query_gallery(30, 120, 8, seed=11)
+    euclidean = pyreid.ops.re_ranking(query, gallery, distance="euclidean")
+    squared = pyreid.ops.re_ranking(query, gallery, distance="sqeuclidean")
+    assert (euclidean - squared).abs().max() > 0.02
+    q_g, q_q, g_g = euclidean_blocks(query, gallery)
+    np.testing.assert_allclose(pyreid.compat.re_ranking(q_g, q_q, g_g), euclidean.numpy(), atol=1e-5)
+    np.testing.assert_allclose(pyreid.compat.re_ranking(q_g**2, q_q**2, g_g**2), squared.numpy(), atol=1e-5)
+
+
+def test_published_baseline_fed_squared_distances_matches_sqeuclidean():
+    query, gallery = query_gallery(20, 80, 8, seed=6)
+    q_g, q_q, g_g = euclidean_blocks(query, gallery)
+    out = pyreid.ops.re_ranking(query, gallery, distance="sqeuclidean")
+    np.testing.assert_allclose(out.numpy(), re_ranking_published(q_g**2, q_q**2, g_g**2), atol=1e-5)
+
+
+@pytest.mark.parametrize("q,g,d,k1,k2", CASES)
 def test_compat_re_ranking_matches_reference(q, g, d, k1, k2):
     query, gallery = query_gallery(q, g, d, seed=2 * q + g)
     q_g, q_q, g_g = euclidean_blocks(query, gallery)
@@ -68,6 +99,18 @@ def test_compat_re_ranking_follows_the_column_normalisation_on_asymmetric_input(
     g_g = g_g * (1 + 0.05 * g.random(g_g.shape))
     out = pyreid.compat.re_ranking(q_g, q_q, g_g, k1=10, k2=3)
     np.testing.assert_allclose(out, re_ranking_reference(q_g, q_q, g_g, 10, 3), atol=1e-5)
+
+
+def test_compat_re_ranking_on_duplicate_rows_follows_the_stable_argsort():
+    # Copies are at distance 0 from each other: the original's ranking lists
+    # the earlier copy first, also in the later copy's own row (ops.re_ranking
+    # puts each point first instead). compat ranks the matrices as given.
+    query, gallery = query_gallery(12, 40, 6, seed=8)
+    gallery[[3, 4, 20]] = gallery[2].clone()
+    query[1] = gallery[2]
+    q_g, q_q, g_g = euclidean_blocks(query, gallery)
+    out = pyreid.compat.re_ranking(q_g, q_q, g_g, k1=6, k2=3)
+    np.testing.assert_allclose(out, re_ranking_reference(q_g, q_q, g_g, 6, 3), rtol=0, atol=1e-5)
 
 
 def test_published_baseline_matches_reference():
@@ -106,6 +149,8 @@ def test_input_errors():
         pyreid.ops.re_ranking(q, torch.randn(10))
     with pytest.raises(ValueError, match=r"lambda_value must be in \[0, 1\], got 2"):
         pyreid.ops.re_ranking(q, g, k1=5, k2=2, lambda_value=2)
+    with pytest.raises(ValueError, match="unknown distance 'cosine'; expected 'euclidean' or 'sqeuclidean'"):
+        pyreid.ops.re_ranking(q, g, k1=5, k2=2, distance="cosine")
     with pytest.raises(TypeError, match="query is torch.float32 but gallery is torch.float64; cast one of them"):
         pyreid.ops.re_ranking(q, g.double(), k1=5, k2=2)
     with pytest.raises(TypeError, match="gallery must be float16, bfloat16, float32 or float64, got torch.int64"):
@@ -137,4 +182,7 @@ def test_cuda_equals_cpu(q, g, d, k1, k2):
     cpu = pyreid.ops.re_ranking(query, gallery, k1=k1, k2=k2)
     out = pyreid.ops.re_ranking(query.cuda(), gallery.cuda(), k1=k1, k2=k2)
     assert out.is_cuda and out.shape == (q, g)
+    torch.testing.assert_close(out.cpu(), cpu, rtol=0, atol=1e-5)
+    cpu = pyreid.ops.re_ranking(query, gallery, k1=k1, k2=k2, distance="sqeuclidean")
+    out = pyreid.ops.re_ranking(query.cuda(), gallery.cuda(), k1=k1, k2=k2, distance="sqeuclidean")
     torch.testing.assert_close(out.cpu(), cpu, rtol=0, atol=1e-5)

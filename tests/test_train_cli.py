@@ -80,7 +80,22 @@ def test_supervised_run_writes_everything(data_root, tmp_path, capsys):
     assert (out / "eval_cmc.png").stat().st_size > 0 and (out / "eval_ranked_lists.png").stat().st_size > 0
     assert main(["eval", "--checkpoint", str(out / "checkpoint.pth"), "--rerank", "--workers", "0",
                  "--no-progress"]) == 0
-    assert json.loads((out / "eval_rerank.json").read_text())["rerank"] is True
+    euclidean = json.loads((out / "eval_rerank.json").read_text())
+    assert euclidean["rerank"] is True and euclidean["rerank_distance"] == "euclidean"
+    # torchreid's / Cluster-Contrast's input: a file of its own, next to the paper's.
+    assert main(["eval", "--checkpoint", str(out / "checkpoint.pth"), "--rerank", "--rerank-distance", "sqeuclidean",
+                 "--workers", "0", "--no-progress"]) == 0
+    squared = json.loads((out / "eval_rerank_sqeuclidean.json").read_text())
+    assert squared["rerank"] is True and squared["rerank_distance"] == "sqeuclidean"
+
+
+def test_eval_rerank_distance_needs_rerank_and_a_known_value(tmp_path, capsys):
+    ckpt = str(tmp_path / "missing.pth")
+    assert main(["eval", "--checkpoint", ckpt, "--rerank-distance", "sqeuclidean"]) == 2
+    assert "--rerank-distance needs --rerank" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "--checkpoint", ckpt, "--rerank", "--rerank-distance", "cosine"])
+    assert "invalid choice: 'cosine'" in capsys.readouterr().err
 
 
 def test_triplet_runs_with_mobilenet_embedding_head_and_resnet_bnneck(data_root, tmp_path):

@@ -54,6 +54,8 @@ def test_validation_messages():
         TrainConfig(batch_size=30).validate()
     with pytest.raises(ConfigError, match="'arch' must be one of .*resnet50.*, got 'vgg16'"):
         TrainConfig(arch="vgg16").validate()
+    with pytest.raises(ConfigError, match="'rerank_distance' must be one of euclidean, sqeuclidean, got 'cosine'"):
+        TrainConfig(rerank_distance="cosine").validate()
     with pytest.raises(ConfigError, match="'milestones' must be increasing"):
         TrainConfig(milestones=[70, 40]).validate()
     with pytest.raises(ConfigError, match="'classifier_init' must be class_mean or random"):

@@ -19,6 +19,11 @@ never reads the identities; when the data set has them, each epoch records
 how well the pseudo labels agree with them (ARI, NMI, pairwise precision and
 recall: :mod:`pyreid.cluster.quality`).
 
+On a training set of N <= k1 images, k1 and k2 are clamped to N - 1 for
+that epoch, with a warning: the Jaccard op refuses k1 >= N (Cluster-Contrast's
+function would build sets from faiss' -1 padding there). Fewer than 2 images
+is a configuration error.
+
 When clustering goes wrong (early, from a weak model): an epoch without a
 cluster is recorded (``num_clusters: 0``) and skipped, and after
 ``max_empty_epochs`` of them in a row the run stops with an error; with fewer
@@ -53,7 +58,8 @@ class NoClustersError(RuntimeError):
 class ClusterContrastOptions:
     eps: float = config_field("DBSCAN radius on the Jaccard distance (Market 0.4-0.6, MSMT17 0.7)", default=0.6)
     min_samples: int = config_field("DBSCAN core point neighbourhood size", default=4)
-    k1: int = config_field("k-reciprocal neighbourhood size of the Jaccard distance", default=30)
+    k1: int = config_field("k-reciprocal neighbourhood size of the Jaccard distance (clamped, with a warning, to "
+                           "N - 1 on a training set of N <= k1 images)", default=30)
     k2: int = config_field("query expansion size of the Jaccard distance", default=6)
     temp: float = config_field("memory softmax temperature", default=0.05)
     momentum: float = config_field("memory update momentum", default=0.1)

@@ -16,6 +16,14 @@ class ClusterMemory(_ClusterMemory):
     identical results. One difference: inputs are not moved with ``.cuda()``;
     they must be on the device of ``features`` (they are in their scripts).
 
+    ``features`` may be assigned in float64, float16 or bfloat16, as the
+    published module allows: the similarities, the loss and the gradient are
+    computed in that dtype (inputs are cast to it, where the published ``mm``
+    would need them in it already) and the memory keeps it. A float64 memory
+    is updated in float64, exactly as the published loop; a half one with
+    float32 arithmetic rounded once per step (no less accurate than the
+    published half arithmetic).
+
     Example:
         >>> from pyreid.compat import ClusterMemory
         >>> memory = ClusterMemory(64, 10, temp=0.05, momentum=0.2, use_hard=True)

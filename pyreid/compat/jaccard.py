@@ -12,9 +12,18 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
     """k-reciprocal Jaccard distance with Cluster-Contrast's signature and result.
 
     Equal (float32 rounding) to Cluster-Contrast's ``compute_jaccard_distance``
-    on the same features, with an exact kNN in place of faiss (neighbour ties
-    go to the smaller index) and pyreid's sparse pipeline in place of the
-    numpy loops over N x N matrices; only the returned N x N matrix is dense.
+    on the same features, with an exact kNN in place of faiss and pyreid's
+    sparse pipeline in place of the numpy loops over N x N matrices; only the
+    returned N x N matrix is dense.
+
+    The neighbour lists are the ones faiss' exact search returns: equal
+    distances in index order. That matters for exact duplicate rows, which
+    are at the same distance from everything: the published lists put a
+    group of copies in index order, so a copy's own list starts with the
+    earlier copies, not with itself (with two identical vectors and
+    k1 = k2 = 1 the second one's k-reciprocal set is empty and d(1, 1) = 1).
+    This follows that; :func:`pyreid.ops.jaccard_distance` instead always
+    lists a point first in its own list.
 
     Args:
         target_features: N x D features (torch tensor on CPU or CUDA, or numpy),
@@ -31,7 +40,9 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
     CUDA features are clustered on the GPU when this build has the CUDA
     kernels, else copied to the CPU first (the result is a numpy array either
     way). Errors are :func:`pyreid.ops.jaccard_distance`'s (ValueError for
-    k1 / k2 out of range, TypeError for non-floating features).
+    k1 / k2 out of range, TypeError for non-floating features). In
+    particular N <= k1 is a ValueError, where the published function returns
+    numbers built from faiss' padding (index -1) of the short lists.
 
     Example:
         >>> x = torch.nn.functional.normalize(torch.randn(200, 64), dim=1)
@@ -39,7 +50,10 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
         (200, 200)
     """
     from pyreid._extension import has_kernel
+    from pyreid.ops._checks import check_kreciprocal_args
+    from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding
     from pyreid.ops.jaccard import jaccard_distance
+    from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 
     del search_option
     start = time.time()
@@ -48,9 +62,56 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
     x = torch.as_tensor(target_features).detach()
     if not has_kernel("kreciprocal_sets", x.device.type):
         x = x.cpu()  # the caller gets numpy either way
-    dist = jaccard_distance(x.float(), k1=k1, k2=k2, variant="cluster").cpu().numpy()
+    x = x.float()
+    check_kreciprocal_args(x, k1, k2, "jaccard_distance", "cluster")
+    neighbors = _index_ordered_neighbors(x, k1)
+    if neighbors is None:  # no duplicate rows: the native lists are faiss'
+        dist = jaccard_distance(x, k1=k1, k2=k2, variant="cluster")
+    else:
+        n = x.shape[0]
+        _, crow, col, val = kreciprocal_encoding(x, k1, "cluster", neighbors=neighbors)
+        # The published k2 = 1 skips the expansion; the kernel would average
+        # V over the first column, which for a later copy is an earlier one.
+        expansion = neighbors[:, :k2] if k2 > 1 else torch.arange(n, device=x.device)[:, None]
+        jcrow, jcol, jval = kreciprocal_jaccard(crow, col, val, expansion.contiguous(), n, 1.0)
+        dist = torch.ones((n, n), dtype=torch.float32, device=x.device)
+        dist[torch.repeat_interleave(torch.arange(n, device=x.device), jcrow.diff()), jcol] = jval
+    dist = dist.cpu().numpy()
     if use_float16:
         dist = dist.astype(np.float16)
     if print_flag:
         print(f"Jaccard distance computing time cost: {time.time() - start}")
     return dist
+
+
+def _index_ordered_neighbors(x: torch.Tensor, k: int):
+    """N x k lists with equal distances in index order (faiss' exact search), or None without duplicate rows.
+
+    Copies of one vector are at the same distance from every point, so every
+    list holds a group of copies as a block in index order (its own list
+    included: there the block of its copies comes first, at distance 0). The
+    lists are built over the distinct vectors with ``ops.knn`` and each
+    distinct vector is expanded into its copies, truncated at k columns.
+    (``ops.knn`` over all rows would put each copy first in its own list,
+    and copies are not exactly at equal computed distances from the others.)
+    """
+    from pyreid.ops.knn import knn
+
+    unique, inverse, counts = torch.unique(x, dim=0, return_inverse=True, return_counts=True)
+    if unique.shape[0] == x.shape[0]:
+        return None
+    m = unique.shape[0]
+    # Each distinct vector adds >= 1 copy: k of them always fill k columns,
+    # and with fewer than k all N > k copies do.
+    _, groups = knn(unique, k=min(k, m), metric="sqeuclidean")
+    members = torch.argsort(inverse, stable=True)  # the copies of each vector, in index order
+    first = torch.cumsum(counts, 0) - counts  # where each vector's copies start in ``members``
+    sizes = counts[groups]  # m x k': copies of each listed vector
+    before = torch.cumsum(sizes, 1) - sizes
+    take = torch.minimum(sizes, (k - before).clamp_min(0))  # each row takes exactly k copies
+    take = take.reshape(-1)
+    starts = first[groups].reshape(-1)
+    segment_start = torch.cumsum(take, 0) - take
+    within = torch.arange(m * k, device=x.device) - torch.repeat_interleave(segment_start, take)
+    lists = members[torch.repeat_interleave(starts, take) + within].reshape(m, k)
+    return lists[inverse].contiguous()

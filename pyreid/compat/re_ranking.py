@@ -29,10 +29,14 @@ def smallest_stable(tile: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
-    """The original re-ranking of Euclidean distance matrices, on pyreid's sparse kernels.
+    """The original re-ranking of distance matrices, on pyreid's sparse kernels.
 
-    Same signature and result (float32 rounding) as the published function:
-    the (Q+G) x (Q+G) matrix of squared distances is divided column-wise by its
+    Same signature and result (float32 rounding) as the published function,
+    whatever matrices it is fed: the paper feeds Euclidean distances
+    (``ops.re_ranking(..., distance="euclidean")`` from features), torchreid's
+    engine and Cluster-Contrast's evaluator feed squared Euclidean distances
+    (``distance="sqeuclidean"``); like the original, this squares its input.
+    The (Q+G) x (Q+G) matrix of squared inputs is divided column-wise by its
     column maxima and transposed, ranked (the first k1 + 1 of a stable sort:
     ties to the smaller index, where the original's quicksort order is
     unspecified), encoded with
@@ -43,7 +47,8 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     int32 one); from features, :func:`pyreid.ops.re_ranking` needs none.
 
     Args:
-        q_g_dist: Q x G, q_q_dist: Q x Q, g_g_dist: G x G distances (numpy or torch).
+        q_g_dist: Q x G, q_q_dist: Q x Q, g_g_dist: G x G distances (numpy or
+            torch), passed exactly as to the published function.
         k1, k2, lambda_value: as the paper (20, 6, 0.3).
 
     Returns:

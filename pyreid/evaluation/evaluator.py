@@ -90,6 +90,11 @@ class Evaluator:
     (``rerank=True``, Zhong et al. CVPR 2017), and scored with
     :func:`pyreid.evaluation.evaluate`.
 
+    ``rerank_distance`` is what the original re-ranking is taken to be fed:
+    ``"euclidean"`` (the paper and its authors' code) or ``"sqeuclidean"``
+    (torchreid's engine and Cluster-Contrast's evaluator pass squared
+    distances; use it to compare with the scores those pipelines report).
+
     Example:
         >>> evaluator = Evaluator(model, query_loader, gallery_loader, device="cuda")  # doctest: +SKIP
         >>> scores = evaluator.run()                                                   # doctest: +SKIP
@@ -104,6 +109,7 @@ class Evaluator:
     normalize: bool = True
     flip: bool = False
     rerank: bool = False
+    rerank_distance: str = "euclidean"
     k1: int = 20
     k2: int = 6
     lambda_value: float = 0.3
@@ -118,7 +124,8 @@ class Evaluator:
         if self.normalize:
             query, gallery = F.normalize(query, dim=1), F.normalize(gallery, dim=1)
         if self.rerank:
-            return pyreid.ops.re_ranking(query, gallery, k1=self.k1, k2=self.k2, lambda_value=self.lambda_value)
+            return pyreid.ops.re_ranking(query, gallery, k1=self.k1, k2=self.k2, lambda_value=self.lambda_value,
+                                         distance=self.rerank_distance)
         return pyreid.ops.pairwise_distance(query, gallery, metric=self.metric)
 
     def run(self, return_distmat: bool = False) -> Dict[str, object]:

@@ -5,7 +5,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyreid.distributed import all_gather_rows
-from pyreid.ops._checks import check_dim, check_dtype, check_memory_mode, check_momentum, check_same_device
+from pyreid.ops._checks import (
+    check_dim,
+    check_dtype,
+    check_floating,
+    check_memory_mode,
+    check_momentum,
+    check_same_device,
+)
 from pyreid.ops.cluster_memory_update import cluster_memory_update_
 
 __all__ = ["ClusterMemory"]
@@ -28,13 +35,71 @@ class _MemorySimilarity(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_inputs = (grad_similarity @ memory).to(inputs.dtype)
         inputs, targets = inputs.detach(), targets.detach()
-        if inputs.dtype == torch.float64:  # the op reads float32/16 and bfloat16
-            inputs = inputs.float()
         # Under torch.distributed every rank applies every rank's samples, in rank
         # order, so the memories stay identical without broadcasting them.
         inputs, targets = all_gather_rows(inputs), all_gather_rows(targets)
-        cluster_memory_update_(memory, inputs, targets, ctx.momentum, ctx.mode)
+        update_memory_(memory, inputs, targets, ctx.momentum, ctx.mode)
         return grad_inputs, None, None, None, None
+
+
+@torch.no_grad()
+def update_memory_(memory: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, momentum: float,
+                   mode: str) -> torch.Tensor:
+    """:func:`pyreid.ops.cluster_memory_update_` for a memory of any floating dtype, in place.
+
+    The op keeps float32 memories. A float64 memory (Cluster-Contrast's
+    scripts may assign one) is updated in float64 with the same recursion, so
+    it keeps its precision; a float16 / bfloat16 memory through a float32 copy
+    (float32 arithmetic, as the op does for half inputs, rounded once).
+    """
+    if memory.dtype == torch.float64:
+        return _update_float64_(memory, inputs.double(), targets, momentum, mode)
+    if inputs.dtype == torch.float64:  # the op reads float32/16 and bfloat16
+        inputs = inputs.float()
+    if memory.dtype == torch.float32:
+        return cluster_memory_update_(memory, inputs, targets, momentum, mode)
+    work = memory.float()
+    cluster_memory_update_(work, inputs, targets, momentum, mode)
+    return memory.copy_(work)
+
+
+def _update_float64_(memory: torch.Tensor, x: torch.Tensor, targets: torch.Tensor, momentum: float,
+                     mode: str) -> torch.Tensor:
+    """The update of ``cluster_memory_update_`` in torch, in the memory's dtype (the op's
+    semantics: see its docstring); vectorised over labels, which are independent."""
+
+    def step(labels, samples):
+        row = momentum * memory[labels] + (1.0 - momentum) * samples
+        memory[labels] = row / row.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    b = targets.numel()
+    if b == 0:
+        return memory
+    position = torch.arange(b, device=targets.device)
+    if mode == "momentum":
+        # Samples of one label form a recursion in batch order: step t applies
+        # the t-th sample of every label at once.
+        order = torch.argsort(targets, stable=True)
+        sorted_targets = targets[order]
+        starts = torch.ones(b, dtype=torch.bool, device=targets.device)
+        starts[1:] = sorted_targets[1:] != sorted_targets[:-1]
+        group_start = torch.cummax(torch.where(starts, position, 0), 0).values
+        rank = torch.empty_like(position)
+        rank[order] = position - group_start
+        for t in range(int(rank.max()) + 1):
+            take = (rank == t).nonzero().squeeze(1)
+            step(targets[take], x[take])
+    else:
+        # Per label, the sample least similar to its centroid (first in batch order on ties).
+        similarity = (x * memory[targets]).sum(dim=1)
+        k = memory.shape[0]
+        least = similarity.new_full((k,), float("inf")).scatter_reduce(0, targets, similarity, "amin")
+        candidate = torch.where(similarity == least[targets], position, b)
+        chosen = torch.full((k,), b, dtype=position.dtype, device=position.device)
+        chosen = chosen.scatter_reduce(0, targets, candidate, "amin")
+        labels = torch.unique(targets)
+        step(labels, x[chosen[labels]])
+    return memory
 
 
 class ClusterMemory(nn.Module):
@@ -61,6 +126,10 @@ class ClusterMemory(nn.Module):
     ``features`` is a float32 buffer (K x D), zero until centroids are loaded:
     assign it (``memory.features = F.normalize(centroids, dim=1)``), call
     :meth:`load_centroids_`, or build the module with :meth:`from_centroids`.
+    An assigned float64, float16 or bfloat16 buffer keeps its dtype, as in
+    Cluster-Contrast: the similarities and the loss are computed in it, a
+    float64 memory is updated in float64 and a half one with float32
+    arithmetic (:func:`update_memory_`).
 
     Example:
         >>> memory = pyreid.losses.ClusterMemory.from_centroids(torch.randn(10, 64))
@@ -110,6 +179,7 @@ class ClusterMemory(nn.Module):
         check_dim(inputs, 2, "inputs", op)
         check_dim(targets, 1, "targets", op)
         check_dtype(targets, torch.int64, "targets", op)
+        check_floating(self.features, "features", op)
         check_same_device(self.features, inputs, "features", "inputs", op)
         check_same_device(self.features, targets, "features", "targets", op)
         if inputs.shape[1] != self.features.shape[1] or targets.shape[0] != inputs.shape[0]:

@@ -25,6 +25,8 @@ METRICS = ("sqeuclidean", "euclidean", "cosine")
 MEMORY_MODES = ("momentum", "hard")
 # The two k-reciprocal encodings: Cluster-Contrast's and the re-ranking paper's.
 VARIANTS = ("cluster", "original")
+# What re_ranking takes the original re-ranking to have been fed.
+RERANK_DISTANCES = ("euclidean", "sqeuclidean")
 FLOATING = "float16, bfloat16, float32 or float64"
 _MEMORY_INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -335,9 +337,10 @@ def check_kreciprocal_args(x: torch.Tensor, k1: int, k2: int, op: str, variant: 
     check_has_kernel("kreciprocal_sets", x, op)
 
 
-def check_re_ranking_args(query, gallery, lambda_value) -> None:
+def check_re_ranking_args(query, gallery, lambda_value, distance: str = "euclidean") -> None:
     """What re_ranking checks before joining query and gallery (then check_kreciprocal_args)."""
     op = "re_ranking"
+    check_choice(distance, RERANK_DISTANCES, "distance", op)
     for name, t in (("query", query), ("gallery", gallery)):
         check_dim(t, 2, name, op)
         check_floating(t, name, op)

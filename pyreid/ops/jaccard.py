@@ -32,6 +32,12 @@ def jaccard_graph(
     first k2 neighbours -> ``d = 1 - s / (2 - s)``, ``s = sum_c min(V_i, V_j)``,
     evaluated only for pairs that share a column of V (all others are at 1).
 
+    The neighbour lists are :func:`pyreid.ops.knn`'s: each point first in its
+    own list, then by (distance, index). On exact duplicate rows that is not
+    the published order (faiss lists an earlier copy before the point itself),
+    and the distances differ from Cluster-Contrast's;
+    :func:`pyreid.compat.compute_jaccard_distance` reproduces those.
+
     Args:
         features: N x D (float16/bfloat16/float32/float64, computed in float32
             or float64). For ``"cluster"`` pass L2-normalised features, as
@@ -70,7 +76,8 @@ def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6, variant:
     """The k-reciprocal Jaccard distance as a dense N x N float32 matrix.
 
     Same arguments and values as :func:`jaccard_graph` (from the same sparse
-    computation); pairs that share no support are 1. Use it where code wants
+    computation, each point first in its own neighbour list); pairs that
+    share no support are 1. Use it where code wants
     Cluster-Contrast's dense matrix; prefer ``jaccard_graph`` at scale.
 
     Example:

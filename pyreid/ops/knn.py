@@ -18,14 +18,18 @@ def knn(
         x: N x D query features (float16, bfloat16, float32 or float64; CPU or CUDA).
         y: M x D data set of the same dtype and device, or None to search ``x``
             against itself; then every point is its own first neighbour
-            (distance 0), followed by its ``k - 1`` nearest other points.
+            (distance 0), even where an exact copy of it has a smaller index,
+            followed by its ``k - 1`` nearest other points.
         k: number of neighbours, ``1 <= k <= M``. No upper cap.
         metric: ``"sqeuclidean"``, ``"euclidean"`` or ``"cosine"``, as in
             :func:`pyreid.ops.pairwise_distance`.
 
     Returns:
         ``(distances, indices)``, each N x k, nearest first; distances in the
-        dtype of ``x``, indices int64 into ``y``. Ties go to the smaller index.
+        dtype of ``x``, indices int64 into ``y``. Ties go to the smaller
+        index, except for the point itself in a self search (always first;
+        faiss' exact search lists an earlier copy of it first instead, see
+        :func:`pyreid.compat.compute_jaccard_distance`).
 
     Distances come from ``|x|^2 + |y|^2 - 2<x, y>`` (a matrix product), so
     two distinct points at nearly the same distance are ordered by float32

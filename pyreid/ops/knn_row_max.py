@@ -20,7 +20,8 @@ def knn_row_max(x: torch.Tensor, *, k: int, metric: str = "sqeuclidean") -> tupl
     Args:
         x: N x D features (float16, bfloat16, float32 or float64; CPU or
             CUDA), searched against themselves: every point is its own first
-            neighbour.
+            neighbour (ahead of exact copies with a smaller index), then ties
+            go to the smaller index.
         k: ``1 <= k <= N``.
         metric: ``"sqeuclidean"``, ``"euclidean"`` or ``"cosine"``.
 

@@ -101,6 +101,8 @@ class TrainConfig:
     test_batch_size: int = config_field("images per batch when extracting features", default=128)
     flip_test: bool = config_field("average the features of each test image and its mirror", default=False)
     rerank: bool = config_field("k-reciprocal re-ranking at evaluation", default=False)
+    rerank_distance: str = config_field("what the re-ranking is fed: euclidean (the paper) or sqeuclidean "
+                                        "(torchreid's and Cluster-Contrast's evaluators)", default="euclidean")
     # Run
     device: str = config_field("auto, cpu, cuda or cuda:N", default="auto")
     workers: int = config_field("data loader worker processes", default=4)
@@ -116,7 +118,7 @@ class TrainConfig:
         from pyreid.models.backbone import ARCHS
 
         choices = {"dataset": DATASETS, "arch": ARCHS, "pooling": ("avg", "gem"), "optimizer": ("adam", "sgd"),
-                   "scheduler": ("step", "cosine")}
+                   "scheduler": ("step", "cosine"), "rerank_distance": ("euclidean", "sqeuclidean")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"'{key}' must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")

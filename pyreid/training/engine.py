@@ -297,7 +297,7 @@ class Engine:
                       device=self.device, flip=c.flip_test, progress=c.progress and self.dist.is_main, dist=self.dist)
         q_feat, q_pids, q_cams = extract_items(self.network, self.dataset.query, desc="query", **common)
         g_feat, g_pids, g_cams = extract_items(self.network, self.dataset.gallery, desc="gallery", **common)
-        evaluator = Evaluator(self.network, [], [], rerank=c.rerank)
+        evaluator = Evaluator(self.network, [], [], rerank=c.rerank, rerank_distance=c.rerank_distance)
         distmat = evaluator.distances(q_feat, g_feat)
         scores = evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=min(50, distmat.shape[1]))
         if keep_features:

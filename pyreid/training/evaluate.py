@@ -39,14 +39,22 @@ def model_from_checkpoint(path: str, state: Optional[Dict[str, Any]] = None) -> 
 def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Optional[str] = None,
                         rerank: bool = False, flip: bool = False, plots: bool = False, out: Optional[str] = None,
                         device: str = "auto", batch_size: int = 128, workers: int = 4,
-                        progress: bool = True) -> Dict[str, Any]:
+                        progress: bool = True, rerank_distance: str = "euclidean") -> Dict[str, Any]:
     """Scores (mAP, rank-1/5/10, mINP as fractions, and the CMC curve) of the model in ``path``.
 
     The data set, image size and root default to the ones the run was trained
-    with. The scores go to ``OUT/eval[_rerank][_flip].json`` (``out`` defaults
-    to the checkpoint's folder); with ``plots`` the CMC curve and ranked lists
-    go next to them as ``eval[...]_cmc.png`` and ``eval[...]_ranked_lists.png``.
+    with. The scores go to ``OUT/eval[_rerank[_sqeuclidean]][_flip].json``
+    (``out`` defaults to the checkpoint's folder); with ``plots`` the CMC curve
+    and ranked lists go next to them as ``eval[...]_cmc.png`` and
+    ``eval[...]_ranked_lists.png``. ``rerank_distance``: see
+    :class:`pyreid.evaluation.Evaluator` (``"sqeuclidean"`` reproduces
+    torchreid's and Cluster-Contrast's re-ranked scores).
     """
+    from pyreid.ops._checks import RERANK_DISTANCES
+
+    if rerank_distance not in RERANK_DISTANCES:
+        raise ValueError(f"evaluate_checkpoint: unknown rerank_distance '{rerank_distance}'; "
+                         f"expected one of {', '.join(RERANK_DISTANCES)}")
     state = load_checkpoint(path)
     config = state.get("config", {})
     dataset = dataset or config.get("dataset")
@@ -61,14 +69,16 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
                for items in (data.query, data.gallery)]
     q_feat, q_pids, q_cams = extract_features(model, loaders[0], device, flip, progress, desc="query")
     g_feat, g_pids, g_cams = extract_features(model, loaders[1], device, flip, progress, desc="gallery")
-    distmat = Evaluator(model, *loaders, rerank=rerank).distances(q_feat, g_feat)
+    distmat = Evaluator(model, *loaders, rerank=rerank, rerank_distance=rerank_distance).distances(q_feat, g_feat)
     scores = evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=min(50, distmat.shape[1]))
-    stem = "eval" + ("_rerank" if rerank else "") + ("_flip" if flip else "")
+    rerank_tag = ("_rerank" + ("_sqeuclidean" if rerank_distance == "sqeuclidean" else "")) if rerank else ""
+    stem = "eval" + rerank_tag + ("_flip" if flip else "")
     out = out or os.path.dirname(os.path.abspath(path))
     os.makedirs(out, exist_ok=True)
     record = {
         "checkpoint": os.path.abspath(path), "epoch": state.get("epoch"), "dataset": dataset,
-        "data_root": data_root, "rerank": rerank, "flip": flip, "num_query": len(data.query),
+        "data_root": data_root, "rerank": rerank,
+        "rerank_distance": rerank_distance if rerank else None, "flip": flip, "num_query": len(data.query),
         "num_gallery": len(data.gallery), **{k: float(scores[k]) for k in SCORE_KEYS},
         "cmc": [float(v) for v in scores["cmc"][:50]],
     }
@@ -77,7 +87,7 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
     if plots:
         from pyreid.evaluation.visualize import plot_cmc, plot_ranked_lists
 
-        label = f"{state.get('algorithm', 'model')}, epoch {state.get('epoch')}" + (" + re-ranking" if rerank else "")
+        label = f"{state.get('algorithm', 'model')}, epoch {state.get('epoch')}" + (f" + re-ranking ({rerank_distance})" if rerank else "")
         plot_cmc({label: scores["cmc"]}, os.path.join(out, stem + "_cmc.png"), max_rank=20)
         step = max(1, len(data.query) // 6)
         plot_ranked_lists(distmat, [p for p, _, _ in data.query], [p for p, _, _ in data.gallery], q_pids, g_pids,
