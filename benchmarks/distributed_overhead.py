@@ -2,14 +2,19 @@
 
     .venv/bin/python benchmarks/distributed_overhead.py [--iters 30] [--batch-size 32] [--arch resnet18]
 
-Runs ``pyreid train supervised`` on a small synthetic set twice with the same
-flags and the same global batch (P x K images per step, split across the
-ranks under torchrun): once as one process with every core, once under
-``torchrun --nproc-per-node 2`` with one thread per process (gloo all-reduce
-of the gradients, rank-aware PK sampler). Prints each run's training
-seconds and images per second of the last epoch (the first epoch warms the
-allocator and the loader up) and their ratio: what DDP's communication and
-the split costs on one machine, the same cores doing the same arithmetic.
+Runs ``pyreid train supervised`` on a small synthetic set three times with
+the same flags and the same global batch (P x K images per step, split
+across the ranks under torchrun): one process with every core, one process
+with half of them, and ``torchrun --nproc-per-node 2`` with half the cores
+per process (gloo all-reduce of the gradients, rank-aware PK sampler).
+Prints each run's training seconds and images per second of the last epoch
+(the first epoch warms the allocator and the loader up) and two ratios:
+2 processes against 1 process with every core (what a user gains or loses
+by launching with torchrun on this machine), and 2 processes against half
+the time of 1 process with the same threads each (perfect scaling; the
+excess is DDP's communication and the split batch). Data loading runs in
+the training processes (``--workers 0``), so each process also decodes its
+own share of the batch.
 
 On a 2-core machine each process has one core, so the 2-process figure
 includes no extra compute; on more cores give each process its share with
@@ -62,16 +67,22 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "synthetic")
         generate(root, SynthConfig(ids_train=24, ids_test=8, cameras=3, images_per_id=8))
-        rows = []
-        for nproc, threads in ((1, args.threads), (2, max(1, args.threads // 2))):
-            seconds, ips, wall = _run(nproc, threads, root, os.path.join(tmp, f"run{nproc}"), args)
+        rows = []  # (processes, threads each, train seconds, images / s, wall seconds)
+        half = max(1, args.threads // 2)
+        for nproc, threads in ((1, args.threads), (1, half), (2, half)):
+            seconds, ips, wall = _run(nproc, threads, root, os.path.join(tmp, f"run{nproc}x{threads}"), args)
             rows.append((nproc, threads, seconds, ips, wall))
     print(f"supervised {args.arch}, 128 x 64, global batch {args.batch_size}, {args.iters} iterations per epoch, "
           f"last of 2 epochs, {os.cpu_count()} cores")
     print(f"{'processes':>9} {'threads each':>12} {'train s':>8} {'img/s':>7} {'wall s':>7}")
     for nproc, threads, seconds, ips, wall in rows:
         print(f"{nproc:>9} {threads:>12} {seconds:>8.2f} {ips:>7.1f} {wall:>7.1f}")
-    print(f"2 processes / 1 process, training time: {rows[1][2] / rows[0][2]:.2f}x")
+    one_all, one_half, two = rows[0][2], rows[1][2], rows[2][2]
+    print(f"2 processes / 1 process with all threads, training time: {two / one_all:.2f}x")
+    # Perfect scaling of the same per-process work: 2 processes take half
+    # the time of 1 process with the same threads each; the rest is DDP's.
+    print(f"2 processes / (1 process with {half} thread(s) / 2), training time: {two / (one_half / 2):.2f}x "
+          "(1.00x = no communication or split overhead)")
 
 
 if __name__ == "__main__":
