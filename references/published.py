@@ -19,6 +19,7 @@ one in use; benchmarks record it.
 """
 
 import collections
+from typing import Optional
 
 import numpy as np
 import torch
@@ -155,7 +156,7 @@ def ranking_faiss(x: torch.Tensor, k: int) -> np.ndarray:
     return ranking
 
 
-def published_search_backend(search: str | None = None) -> str:
+def published_search_backend(search: Optional[str] = None) -> str:
     """The search ``compute_jaccard_distance_published`` runs: ``search`` is
     "faiss", "dense" or None (faiss where importable, else dense). Returns
     SEARCH_FAISS or SEARCH_DENSE; "faiss" without faiss raises."""
@@ -170,7 +171,7 @@ def published_search_backend(search: str | None = None) -> str:
     raise ValueError(f"search must be 'faiss', 'dense' or None, got {search!r}")
 
 
-def published_ranking(x: torch.Tensor, k: int, search: str | None = None) -> np.ndarray:
+def published_ranking(x: torch.Tensor, k: int, search: Optional[str] = None) -> np.ndarray:
     """The first k columns of the ranking from the backend ``published_search_backend(search)`` names."""
     if published_search_backend(search) == SEARCH_FAISS:
         return ranking_faiss(x, k)
@@ -178,7 +179,7 @@ def published_ranking(x: torch.Tensor, k: int, search: str | None = None) -> np.
 
 
 def compute_jaccard_distance_published(
-    features: torch.Tensor, k1: int = 20, k2: int = 6, search: str | None = None
+    features: torch.Tensor, k1: int = 20, k2: int = 6, search: Optional[str] = None
 ) -> np.ndarray:
     """Cluster-Contrast's algorithm, float32: a k1-column exact search (faiss
     where importable, as published; see ``published_search_backend``), then
