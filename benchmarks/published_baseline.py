@@ -25,7 +25,7 @@ needs_faiss = pytest.mark.skipif(published.faiss is None, reason=FAISS_MISSING)
 
 
 def jaccard_stages(features: torch.Tensor, k1: int, k2: int):
-    """Run the published Jaccard step once, stage by stage: (N x N distances, info).
+    """Run the published Jaccard step once, stage by stage: (N x N distances, N x k1 ranking, info).
 
     info: ``search_backend``, ``search_s`` (that search), ``loops_s`` (the
     numpy loops), ``dense_search_s`` (the dense torch search of the same
@@ -50,4 +50,4 @@ def jaccard_stages(features: torch.Tensor, k1: int, k2: int):
         dense = published.published_ranking(x, k1, search="dense")
         info["dense_search_s"] = round(time.perf_counter() - start, 3)
         info["dense_rows_equal"] = float((dense == ranking).all(axis=1).mean())
-    return dist, info
+    return dist, ranking, info
