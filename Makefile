@@ -3,7 +3,7 @@
 #
 #   make test     build + install pyreid, run the test suite
 #   make demo     build + install pyreid, run `pyreid demo` (unsupervised adaptation on synthetic data)
-#   make bench    run the pytest-benchmark suite (benchmarks/)
+#   make bench    install requirements-bench.txt (faiss-cpu), run the pytest-benchmark suite (benchmarks/)
 #   make build    rebuild the extension in place after editing csrc/ (incremental)
 #   make gpu-check  on a GPU machine with torch installed (no venv, no network):
 #                 build, CUDA tests, kernel smoke + compute-sanitizer, GPU
@@ -52,6 +52,7 @@ demo: install
 	$(PY) -m pyreid demo
 
 bench: install
+	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds $(PYTEST_ARGS)
 
 gpu-check:

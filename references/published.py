@@ -9,12 +9,28 @@ pyreid: a baseline that called the kernels it is compared with (say, took its
 neighbour lists from ``pyreid.ops.knn``) would measure and check pyreid
 against itself. Each is checked against the definitions in this folder by the
 tests (test_cluster_memory_update.py, test_jaccard.py, test_re_ranking.py).
+
+The Jaccard baseline searches with faiss as the published code does
+(``faiss.IndexFlatL2``, Cluster-Contrast's CPU ``search_option``) when faiss
+is importable; faiss-cpu is a benchmark-only dependency
+(requirements-bench.txt), so without it the same exact search runs as a
+dense N x N torch product + ``topk``. ``published_search_backend()`` names the
+one in use; benchmarks record it.
 """
 
 import collections
+from typing import Optional
 
 import numpy as np
 import torch
+
+try:
+    import faiss
+except ImportError:  # benchmark-only dependency: the dense search stands in
+    faiss = None
+
+SEARCH_FAISS = "faiss IndexFlatL2"
+SEARCH_DENSE = "dense torch N x N + topk"
 
 
 def cluster_contrast_momentum_loop(
@@ -119,18 +135,58 @@ def cluster_contrast_weights(x: torch.Tensor):
 
 def ranking_published(x: torch.Tensor, k: int) -> np.ndarray:
     """The first k columns of each row's ranking by squared Euclidean distance,
-    self included: what Cluster-Contrast's exact faiss L2 search returns, here
-    from the dense N x N matrix (|x|^2 + |y|^2 - 2<x, y>) and ``topk``, so the
-    baseline shares no code with ``pyreid.ops.knn``."""
+    self included, from the dense N x N matrix (|x|^2 + |y|^2 - 2<x, y>) and
+    ``topk``: the stand-in for faiss, sharing no code with ``pyreid.ops.knn``.
+    Tied distances may come in any order."""
     sq = (x * x).sum(dim=1)
     dist = sq[:, None] + sq[None, :] - 2.0 * (x @ x.t())
     return dist.topk(k, dim=1, largest=False, sorted=True).indices.numpy()
 
 
-def compute_jaccard_distance_published(features: torch.Tensor, k1: int = 20, k2: int = 6) -> np.ndarray:
-    """Cluster-Contrast's algorithm (a dense exact search of k1 columns in place of faiss), float32."""
-    x = features.detach().cpu().float()
-    return published_jaccard_loops(ranking_published(x, k1), cluster_contrast_weights(x), k1, k2, x.shape[0])
+def ranking_faiss(x: torch.Tensor, k: int) -> np.ndarray:
+    """The first k columns of each row's ranking as Cluster-Contrast's CPU
+    search gets them: ``faiss.IndexFlatL2(D)``, the float32 features added,
+    then searched with themselves (exact squared L2, self included). int64."""
+    if faiss is None:
+        raise RuntimeError("faiss is not installed (pip install -r requirements-bench.txt)")
+    data = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+    index = faiss.IndexFlatL2(data.shape[1])
+    index.add(data)
+    _, ranking = index.search(data, k)
+    return ranking
+
+
+def published_search_backend(search: Optional[str] = None) -> str:
+    """The search ``compute_jaccard_distance_published`` runs: ``search`` is
+    "faiss", "dense" or None (faiss where importable, else dense). Returns
+    SEARCH_FAISS or SEARCH_DENSE; "faiss" without faiss raises."""
+    if search is None:
+        search = "dense" if faiss is None else "faiss"
+    if search == "faiss":
+        if faiss is None:
+            raise RuntimeError("search='faiss' but faiss is not installed (pip install -r requirements-bench.txt)")
+        return SEARCH_FAISS
+    if search == "dense":
+        return SEARCH_DENSE
+    raise ValueError(f"search must be 'faiss', 'dense' or None, got {search!r}")
+
+
+def published_ranking(x: torch.Tensor, k: int, search: Optional[str] = None) -> np.ndarray:
+    """The first k columns of the ranking from the backend ``published_search_backend(search)`` names."""
+    if published_search_backend(search) == SEARCH_FAISS:
+        return ranking_faiss(x, k)
+    return ranking_published(x, k)
+
+
+def compute_jaccard_distance_published(
+    features: torch.Tensor, k1: int = 20, k2: int = 6, search: Optional[str] = None
+) -> np.ndarray:
+    """Cluster-Contrast's algorithm, float32: a k1-column exact search (faiss
+    where importable, as published; see ``published_search_backend``), then
+    the numpy loops."""
+    x = features.detach().cpu().float().contiguous()
+    ranking = published_ranking(x, k1, search)
+    return published_jaccard_loops(ranking, cluster_contrast_weights(x), k1, k2, x.shape[0])
 
 
 def re_ranking_published(
