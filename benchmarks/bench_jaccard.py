@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import torch
 from published_baseline import jaccard_stages, needs_faiss
+from unit_features import clustered_unit_features
 
 import pyreid
 import pyreid.compat
@@ -36,14 +37,6 @@ from references.published import (
     compute_jaccard_distance_published,
     published_jaccard_loops,
 )
-
-
-def clustered_unit_features(n, d, clusters, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(clusters, d, generator=g)
-    x = centres[torch.randint(0, clusters, (n,), generator=g)] + 0.5 * torch.randn(n, d, generator=g)
-    return torch.nn.functional.normalize(x, dim=1)
-
 
 N, DIMS = 4000, (256, 2048)
 

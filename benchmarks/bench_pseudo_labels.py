@@ -28,10 +28,10 @@ ResNet-50 feature), at least 10x faster (issue 11), and the step at most
 import time
 
 import pytest
-import torch
 from published_baseline import jaccard_stages, needs_faiss
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score
+from unit_features import clustered_unit_features
 
 import pyreid
 from pyreid.cluster import dbscan_pseudo_labels
@@ -39,13 +39,6 @@ from references.published import compute_jaccard_distance_published
 
 SIZES = {"small": (6000, 256), "market": (12936, 2048)}
 EPS, MIN_SAMPLES = 0.6, 4
-
-
-def clustered_unit_features(n, d, clusters, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(clusters, d, generator=g)
-    x = centres[torch.randint(0, clusters, (n,), generator=g)] + 0.5 * torch.randn(n, d, generator=g)
-    return torch.nn.functional.normalize(x, dim=1)
 
 
 def published_dbscan(dist):

@@ -18,19 +18,13 @@ import time
 import warnings
 
 import torch
+from unit_features import clustered_unit_features
 
 from pyreid import ops
 from pyreid.ops._checks import check_finite
 from pyreid.ops._kreciprocal_encoding import neighbour_columns
 
 EPS, MIN_SAMPLES, K1, K2 = 0.6, 4, 30, 6
-
-
-def clustered_unit_features(n, d, clusters, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(clusters, d, generator=g)
-    x = centres[torch.randint(0, clusters, (n,), generator=g)] + 0.5 * torch.randn(n, d, generator=g)
-    return torch.nn.functional.normalize(x, dim=1)
 
 
 def stages(features):
