@@ -88,7 +88,7 @@ def re_ranking(
         # Squaring is monotone: the same lists, the same sets; the row maximum
         # of the 4th powers is the square of the squared distances' maximum.
         crow, col = kreciprocal_sets(neighbors, k1)
-        val = _fourth_power_weights(x, crow, col, row_max)
+        val = _fourth_power_weights(x, crow, col, row_max, neighbors, neighbor_dist)
     jcrow, jcol, jval = kreciprocal_jaccard(crow, col, val, neighbors[:, :k2].contiguous(), q, 1.0)
 
     d /= row_max[:q, None].clamp_min(torch.finfo(x.dtype).tiny)
@@ -105,21 +105,42 @@ def re_ranking(
     return final
 
 
-def _fourth_power_weights(x: torch.Tensor, crow: torch.Tensor, col: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
+def _fourth_power_weights(
+    x: torch.Tensor,
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    row_max: torch.Tensor,
+    neighbors: torch.Tensor,
+    neighbor_dist: torch.Tensor,
+) -> torch.Tensor:
     """V's values for squared-distance input: ``exp(-(|x_i - x_j|^2 / row_max_i)^2)`` over each row's sum.
 
     ``kreciprocal_weights`` has the first power only; this is the same
-    arithmetic in torch (float32, the difference form), a tile of stored
-    pairs at a time so that no nnz x D tensor is held.
+    arithmetic in torch. As there, a pair found in row i's kNN list takes
+    ``|x_i - x_j|^2`` from the list (most of R*(i)); the others are computed
+    in float32 from the differences, a tile of pairs at a time so that no
+    nnz x D tensor is held.
     """
     rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=x.device), crow.diff())
     scale = row_max.float().clamp_min(torch.finfo(torch.float32).tiny)
-    w = torch.empty(col.numel(), dtype=torch.float32, device=x.device)
-    step = max(1, _PAIR_ELEMENTS // max(1, x.shape[1]))
+    sq = torch.empty(col.numel(), dtype=torch.float32, device=x.device)
+    # Where each pair's column stands in its row's list (-1: not listed), a
+    # tile of pairs at a time (pairs x K comparisons).
+    step = max(1, _PAIR_ELEMENTS // max(1, neighbors.shape[1]))
+    missing = []
     for p0 in range(0, col.numel(), step):
         i, j = rows[p0 : p0 + step], col[p0 : p0 + step]
-        sq = (x[i] - x[j]).square_().sum(dim=1)
-        w[p0 : p0 + step] = torch.exp(-(sq / scale[i]).square_())
+        match = neighbors[i] == j[:, None]
+        found = match.any(dim=1)
+        listed = neighbor_dist[i, match.int().argmax(dim=1)].float()
+        sq[p0 : p0 + step] = listed
+        missing.append((~found).nonzero().squeeze(1) + p0)
+    missing = torch.cat(missing) if missing else rows.new_zeros(0)
+    step = max(1, _PAIR_ELEMENTS // max(1, x.shape[1]))
+    for p0 in range(0, missing.numel(), step):
+        p = missing[p0 : p0 + step]
+        sq[p] = (x[rows[p]] - x[col[p]]).square_().sum(dim=1)
+    w = torch.exp(-(sq / scale[rows]).square_())
     # Every R*(i) holds i (weight 1), so no row sum is 0.
     sums = torch.zeros(crow.numel() - 1, dtype=torch.float32, device=x.device).index_add_(0, rows, w)
     return w / sums[rows]
