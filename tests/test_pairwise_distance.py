@@ -154,3 +154,20 @@ def test_cpu_and_cuda_agree(metric, dtype):
     out_cuda = pyreid.ops.pairwise_distance(x.cuda(), y.cuda(), metric)
     tol = 1e-5 if dtype in (torch.float32, torch.float64) else 1e-2
     assert relative_error(out_cuda, out_cpu) < tol
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), float("-inf")])
+def test_kernel_finite_check_from_row_sums_is_exact(bad_value):
+    # The C++ check (reached here without the Python wrapper's) reads row sums
+    # first: a NaN/Inf must still be found in a row of huge values whose sum
+    # overflows anyway, and finite rows whose sums overflow must pass.
+    huge = torch.full((4, 3), torch.finfo(torch.float32).max)
+    out = torch.ops.pyreid.pairwise_distance.default(huge, None, "sqeuclidean")
+    assert out.shape == (4, 4)
+    huge[2, 1] = bad_value
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        torch.ops.pyreid.pairwise_distance.default(huge, None, "sqeuclidean")
+    x = torch.randn(5, 3)
+    x[4, 0] = bad_value
+    with pytest.raises(ValueError, match="y contains NaN or Inf"):
+        torch.ops.pyreid.pairwise_distance.default(torch.randn(2, 3), x, "sqeuclidean")

@@ -45,11 +45,21 @@ inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const ch
                     " is on ", b.device(), "; move both to the same device");
 }
 
-// One device-wide reduction and one sync: acceptable once per call on the
-// inputs, never inside a loop.
+// Whether every entry is finite. NaN and Inf propagate through a sum, so
+// finite row sums prove every entry finite; only a non-finite sum (a real
+// NaN/Inf, or an overflow of large finite values) needs the element-wise
+// test. The row sums read the tensor once; isfinite(t).all() also writes and
+// reads a bool copy (0.18 s against 0.008 s for 12,936 x 2,048 float32 on
+// 2 CPU cores). One reduction and one sync in the common case.
+inline bool all_finite(const at::Tensor& t) {
+  if (t.dim() > 0 && at::isfinite(t.sum(-1)).all().item<bool>()) return true;
+  return at::isfinite(t).all().item<bool>();
+}
+
+// Acceptable once per call on the inputs, never inside a loop.
 inline void check_finite(const at::Tensor& t, const char* op, const char* name) {
   if (t.numel() == 0) return;
-  TORCH_CHECK_VALUE(at::isfinite(t).all().item<bool>(), op, ": ", name,
+  TORCH_CHECK_VALUE(all_finite(t), op, ": ", name,
                     " contains NaN or Inf; clean the features first (e.g. torch.nan_to_num)");
 }
 

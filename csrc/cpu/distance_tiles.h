@@ -1,7 +1,9 @@
 // CPU pieces shared by the distance-based ops (pairwise_distance, knn,
-// knn_row_max): the per-row norm terms of common/distance.h (the accumulation
-// dtype is common/accumulate.h's).
+// knn_row_max): the metric as a compile-time constant and the per-row norm
+// terms of common/distance.h (the accumulation dtype is common/accumulate.h's).
 #pragma once
+
+#include <type_traits>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -11,6 +13,18 @@
 
 namespace pyreid {
 namespace cpu {
+
+// Calls fn(std::integral_constant<Metric, metric>{}): the metric becomes a
+// compile-time constant of the kernel, so there is no branch per element and
+// the distance loops vectorise.
+template <typename Fn>
+void with_metric_constant(Metric metric, const Fn& fn) {
+  switch (metric) {
+    case Metric::SqEuclidean: fn(std::integral_constant<Metric, Metric::SqEuclidean>{}); break;
+    case Metric::Euclidean: fn(std::integral_constant<Metric, Metric::Euclidean>{}); break;
+    case Metric::Cosine: fn(std::integral_constant<Metric, Metric::Cosine>{}); break;
+  }
+}
 
 // norm_term(|row|^2) for every row of a contiguous N x D matrix.
 inline at::Tensor norm_terms(const at::Tensor& x, Metric metric) {

@@ -278,17 +278,6 @@ void knn_self(const at::Tensor& xa, const acc_t* xt, int64_t k, scalar_t* dist_o
   });
 }
 
-// Calls fn(std::integral_constant<Metric, metric>{}): the metric becomes a
-// compile-time constant of the kernel, so there is no branch per candidate.
-template <typename Fn>
-void with_metric_constant(Metric metric, const Fn& fn) {
-  switch (metric) {
-    case Metric::SqEuclidean: fn(std::integral_constant<Metric, Metric::SqEuclidean>{}); break;
-    case Metric::Euclidean: fn(std::integral_constant<Metric, Metric::Euclidean>{}); break;
-    case Metric::Cosine: fn(std::integral_constant<Metric, Metric::Cosine>{}); break;
-  }
-}
-
 std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
                                            int64_t k, c10::string_view metric_name) {
   constexpr const char* op = "knn";
@@ -317,7 +306,7 @@ std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optio
                                       index_out);
       }
     };
-    with_metric_constant(metric, run);
+    cpu::with_metric_constant(metric, run);
   });
   return {out_dist, out_index};
 }
@@ -342,7 +331,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_row_max_cpu(const at::Tensor&
       knn_self<M, scalar_t, acc_t, true>(xa, x_terms.data_ptr<acc_t>(), k, out_dist.data_ptr<scalar_t>(),
                                          out_index.data_ptr<int64_t>(), row_max.data_ptr<acc_t>());
     };
-    with_metric_constant(metric, run);
+    cpu::with_metric_constant(metric, run);
   });
   return {out_dist, out_index, row_max.to(x.scalar_type())};
 }

@@ -44,16 +44,20 @@ at::Tensor pairwise_distance_cpu(const at::Tensor& x, const std::optional<at::Te
       at::Tensor dot = in_place ? out.narrow(0, r0, rows) : scratch.narrow(0, 0, rows * m).view({rows, m});
       at::mm_out(dot, xa.narrow(0, r0, rows), ya.t());
       const acc_t* dotp = dot.data_ptr<acc_t>();
-      at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-          const int64_t i = r0 + r;
-          scalar_t* out_row = outp + i * m;
-          const acc_t* dot_row = dotp + r * m;
-          for (int64_t j = 0; j < m; ++j) {
-            out_row[j] = static_cast<scalar_t>(distance_from_dot(dot_row[j], xt[i], yt[j], metric));
+      cpu::with_metric_constant(metric, [&](auto metric_constant) {
+        constexpr Metric M = decltype(metric_constant)::value;
+        at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r) {
+            const int64_t i = r0 + r;
+            scalar_t* out_row = outp + i * m;
+            const acc_t* dot_row = dotp + r * m;
+            const acc_t x_term = xt[i];
+            for (int64_t j = 0; j < m; ++j) {
+              out_row[j] = static_cast<scalar_t>(distance_from_dot(dot_row[j], x_term, yt[j], M));
+            }
+            if (self) out_row[i] = scalar_t(0);
           }
-          if (self) out_row[i] = scalar_t(0);
-        }
+        });
       });
     }
   });
