@@ -86,6 +86,13 @@ def test_all_rows_equal_the_row_by_row_pass_bit_for_bit(n, k1, k2, max_distance)
     transposed = graph.t().coalesce()
     assert torch.equal(graph.indices(), transposed.indices()) and torch.equal(graph.values(), transposed.values())
     np.testing.assert_array_equal(full[0].diff().numpy() >= 1, True)  # the diagonal is always stored
+    threads = torch.get_num_threads()
+    try:  # blocks are handed out from both ends; the result must not depend on the threads
+        torch.set_num_threads(1)
+        one = pyreid.ops.kreciprocal_jaccard(crow, col, val, expansion, n, max_distance)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, full))
 
 
 def test_reference_is_symmetric_for_full_rows():

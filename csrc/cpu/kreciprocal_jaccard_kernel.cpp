@@ -128,7 +128,11 @@ std::vector<Csr> build_blocks(int64_t rows, int64_t n, const RowFn& row_fn) {
   std::vector<Csr> parts(static_cast<size_t>(blocks));
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     SparseAccumulator acc(n);
-    for (int64_t b = begin; b < end; ++b) {
+    for (int64_t k = begin; k < end; ++k) {
+      // Blocks taken from both ends in turn (0, last, 1, last - 1, ...): in
+      // the symmetric pass early rows do most of the work (row i visits the
+      // rows r >= i), and parallel_for gives each thread a contiguous range.
+      const int64_t b = k % 2 == 0 ? k / 2 : blocks - 1 - k / 2;
       Csr& part = parts[b];
       const int64_t r0 = b * kRowBlock, r1 = std::min(rows, r0 + kRowBlock);
       part.ptr.push_back(0);
