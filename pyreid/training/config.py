@@ -116,9 +116,10 @@ class TrainConfig:
         """Raise a :class:`ConfigError` for values no run can use (before any work is done)."""
         from pyreid.data.datasets import DATASETS
         from pyreid.models.backbone import ARCHS
+        from pyreid.ops._checks import RERANK_DISTANCES
 
         choices = {"dataset": DATASETS, "arch": ARCHS, "pooling": ("avg", "gem"), "optimizer": ("adam", "sgd"),
-                   "scheduler": ("step", "cosine"), "rerank_distance": ("euclidean", "sqeuclidean")}
+                   "scheduler": ("step", "cosine"), "rerank_distance": RERANK_DISTANCES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"'{key}' must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")

@@ -50,11 +50,9 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
     :class:`pyreid.evaluation.Evaluator` (``"sqeuclidean"`` reproduces
     torchreid's and Cluster-Contrast's re-ranked scores).
     """
-    from pyreid.ops._checks import RERANK_DISTANCES
+    from pyreid.ops._checks import RERANK_DISTANCES, check_choice
 
-    if rerank_distance not in RERANK_DISTANCES:
-        raise ValueError(f"evaluate_checkpoint: unknown rerank_distance '{rerank_distance}'; "
-                         f"expected one of {', '.join(RERANK_DISTANCES)}")
+    check_choice(rerank_distance, RERANK_DISTANCES, "rerank_distance", "evaluate_checkpoint")  # before any work
     state = load_checkpoint(path)
     config = state.get("config", {})
     dataset = dataset or config.get("dataset")
