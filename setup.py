@@ -13,8 +13,6 @@ CUDA kernels are wanted (see ``_want_cuda``). Environment switches:
 
 import glob
 import os
-import re
-import shutil
 import sys
 
 from setuptools import find_packages, setup
@@ -26,43 +24,11 @@ def _env_flag(name):
     return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _cuda_home_from_nvcc():
-    """Resolve the toolkit folder behind the ``nvcc`` on PATH.
-
-    On our machines ``nvcc`` is a small shell script that execs the real
-    compiler (``exec /usr/local/cuda-13.0/bin/nvcc "$@"``); torch would take
-    the script's parent (``/usr/local``) as CUDA_HOME, which has no toolkit.
-    """
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        return None
-    real = os.path.realpath(nvcc)
-    try:
-        with open(real, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        head = b""
-    if head.startswith(b"#!"):
-        match = re.search(rb"exec\s+\"?([^\s\"]+/bin/nvcc)\"?", head)
-        if match:
-            real = os.path.realpath(match.group(1).decode())
-    home = os.path.dirname(os.path.dirname(real))
-    return home if os.path.isfile(os.path.join(home, "include", "cuda.h")) else None
-
-
-def _resolve_cuda_home():
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        home = os.environ.get(var)
-        if home and os.path.isfile(os.path.join(home, "include", "cuda.h")):
-            return home
-    home = _cuda_home_from_nvcc()
-    if home is None and os.path.isfile("/usr/local/cuda/include/cuda.h"):
-        home = "/usr/local/cuda"
-    return home
-
-
 # torch.utils.cpp_extension reads CUDA_HOME when it is imported: settle it first.
-_CUDA_HOME = _resolve_cuda_home()
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from cuda_toolkit import find_toolkit  # noqa: E402  (the search gpu-check uses too)
+
+_CUDA_HOME = find_toolkit()[0]
 if _CUDA_HOME is not None:
     os.environ["CUDA_HOME"] = _CUDA_HOME
 

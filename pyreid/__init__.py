@@ -3,11 +3,33 @@
 >>> import torch, pyreid
 >>> x = torch.randn(1000, 128)
 >>> dist, idx = pyreid.ops.knn(x, k=10)
+
+Subpackages load on first use (``pyreid.ops`` loads the compiled kernels), so
+``import pyreid`` and the command line's help import neither torch nor the
+extension.
 """
 
-from pyreid import cluster, data, evaluation, losses, models, nn, ops
-from pyreid._extension import build_info
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["build_info", "cluster", "data", "evaluation", "losses", "models", "nn", "ops", "__version__"]
+_SUBPACKAGES = ("algorithms", "cluster", "compat", "data", "evaluation", "losses", "models", "ops", "training")
+
+__all__ = ["build_info", "__version__", *_SUBPACKAGES]
+
+
+def build_info() -> dict:
+    """What the installed ``pyreid._C`` contains: ``cuda_kernels`` (bool), ``torch`` and ``cuda`` versions."""
+    from pyreid._extension import build_info as info
+
+    return info()
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"pyreid.{name}")
+    raise AttributeError(f"module 'pyreid' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBPACKAGES))

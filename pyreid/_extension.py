@@ -1,7 +1,7 @@
 """Loads the compiled kernels (``pyreid._C``) and checks they match this torch.
 
 Importing ``_C`` registers every ``torch.ops.pyreid.*`` op. A missing or
-mismatched build fails here, at ``import pyreid``, with what to do about it,
+mismatched build fails here, at the first use of ``pyreid.ops``, with what to do about it,
 instead of later with "operator pyreid::... does not exist".
 """
 

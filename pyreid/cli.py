@@ -70,9 +70,9 @@ def _run_synth(args) -> int:
 
 def _flag_type(tp):
     """argparse keyword arguments for a config field of type ``tp``."""
-    from pyreid.training.config import _strip_optional
+    from pyreid.training.config import unwrap_optional
 
-    base, optional = _strip_optional(tp)
+    base, optional = unwrap_optional(tp)
     if base is bool:
         return {"action": argparse.BooleanOptionalAction}
     if typing.get_origin(base) in (list, List):
@@ -87,41 +87,44 @@ def _flag_type(tp):
     return {"type": base, "metavar": base.__name__.upper()}
 
 
-def _add_dataclass_flags(parser, cls, prefix: str, skip=()) -> None:
-    """One ``--flag`` per field of the config dataclass ``cls``, defaulting to "not given"."""
+def _add_dataclass_flags(parser, cls, prefix: str, skip=(), defaults=None) -> None:
+    """One ``--flag`` per field of the config dataclass ``cls``, defaulting to "not given"; the help
+    shows ``defaults[name]`` where given (what the run uses), else the field's default."""
     hints = typing.get_type_hints(cls)
+    defaults = defaults or {}
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = defaults.get(f.name, default)
         shown = "none" if default is None else " ".join(map(str, default)) if isinstance(default, list) else default
         parser.add_argument("--" + f.name.replace("_", "-"), dest=prefix + f.name, default=None,
                             help=f"{f.metadata.get('help', '')} (default: {shown})", **_flag_type(hints[f.name]))
 
 
 def add_train_parser(subparsers) -> None:
-    from pyreid.algorithms import ALGORITHMS
+    from pyreid.algorithms import SPECS
     from pyreid.training.config import TrainConfig, shipped_configs
 
-    names = ", ".join(sorted(ALGORITHMS))
+    names = ", ".join(sorted(SPECS))
     p = subparsers.add_parser(
         "train", help=f"train a re-ID model ({names})",
         description="Train a re-ID model. Settings come from the defaults, then --config (a shipped config's name "
                     "or a YAML file), then the flags. The run writes metrics.json, checkpoint.pth (every epoch), "
                     "best.pth, train.log and PNG plots to --out. Algorithms: "
-                    + "; ".join(f"{n} ({(ALGORITHMS[n].__doc__ or '').strip().splitlines()[0].rstrip('.')})" for n in sorted(ALGORITHMS))
+                    + "; ".join(f"{n} ({SPECS[n].summary})" for n in sorted(SPECS))
                     + f". Shipped configs: {', '.join(shipped_configs())}.")
     algos = p.add_subparsers(dest="algorithm", metavar="ALGO", title="algorithms")
     algos.required = True
-    for name in sorted(ALGORITHMS):
-        cls = ALGORITHMS[name]
-        a = algos.add_parser(name, help=(cls.__doc__ or "").strip().splitlines()[0],
-                             description=(sys.modules[cls.__module__].__doc__ or "").strip(),
+    for name in sorted(SPECS):
+        spec = SPECS[name]
+        a = algos.add_parser(name, help=spec.summary, description=spec.description(),
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         a.add_argument("--config", help="a shipped config's name (" + ", ".join(
             c for c in shipped_configs() if c.startswith(name.replace("-", "_"))) + ") or a YAML file")
-        _add_dataclass_flags(a.add_argument_group("run settings"), TrainConfig, "cfg__", skip=("algorithm",))
-        _add_dataclass_flags(a.add_argument_group(f"{name} options"), cls.Options, "opt__")
+        _add_dataclass_flags(a.add_argument_group("run settings"), TrainConfig, "cfg__", skip=("algorithm",),
+                             defaults=spec.defaults)
+        _add_dataclass_flags(a.add_argument_group(f"{name} options"), spec.options, "opt__")
         a.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     p.set_defaults(run=_run_train)
 
@@ -218,23 +221,8 @@ def _run_demo(args) -> int:
         return _user_error("demo", e, args.verbose)
 
 
-def add_bench_parser(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="quick comparisons (knn: pyreid's kNN against cdist + topk)")
-    p.add_argument("what", choices=["knn"], help="what to compare")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="passed on (see `pyreid bench knn --help`)")
-    p.set_defaults(run=lambda args: _run_bench(args))
-
-
-def _run_bench(args) -> int:
-    from pyreid import knn_comparison
-
-    knn_comparison.main(args.args)
-    return 0
-
-
 # One function per subcommand, each adding its parser.
-_SUBCOMMANDS: List[Callable] = [add_train_parser, add_eval_parser, add_demo_parser, add_synth_parser,
-                                add_bench_parser]
+_SUBCOMMANDS: List[Callable] = [add_train_parser, add_eval_parser, add_demo_parser, add_synth_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from pyreid.algorithms import ISE, ClusterContrast, NoClustersError
-from pyreid.algorithms.base import StepInfo
-from pyreid.algorithms.cluster_contrast import cluster_centroids, relabel
+from pyreid.cluster import cluster_centroids, relabel
 from pyreid.cli import main
 from pyreid.data import SynthConfig, build_dataset, generate
 from pyreid.training import Engine, NonFiniteLossError, TrainConfig, load_checkpoint, resolve_config
-from pyreid.training.engine import TIMING_KEYS
+from pyreid.training import StepInfo, is_timing
 
 CLUSTER_KEYS = {"num_clusters", "num_outliers", "largest_cluster", "largest_cluster_share", "pseudo_label_seconds",
                 "extraction_seconds", "jaccard_seconds", "dbscan_seconds", "ari", "nmi", "precision", "recall"}
@@ -78,7 +77,7 @@ def _algorithm(cls, sets, source_model, tmp_path, **options):
     config = _config(sets, tmp_path / "a", weights=source_model)
     dataset = build_dataset("synthetic", config.data_root)
     algo = cls(config, _options(cls, **options), dataset, torch.device("cpu"), iters_per_epoch=2)
-    algo.network = algo.model = algo.build_model()
+    algo.build_models()
     return algo
 
 
@@ -139,7 +138,7 @@ def _algorithm_on_first(cls, n, sets, source_model, tmp_path, **options):
     dataset = build_dataset("synthetic", config.data_root)
     dataset.train = dataset.train[:n]
     algo = cls(config, _options(cls, **options), dataset, torch.device("cpu"), iters_per_epoch=2)
-    algo.network = algo.model = algo.build_model()
+    algo.build_models()
     return algo
 
 
@@ -192,7 +191,7 @@ def test_ise_supports_go_through_the_memory_with_the_real_samples(sets, source_m
 
 
 def _history(history):
-    return [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in history]
+    return [{k: v for k, v in h.items() if not is_timing(k)} for h in history]
 
 
 def test_ise_resumed_mid_epoch_equals_an_uninterrupted_run(sets, source_model, tmp_path, monkeypatch):

@@ -241,12 +241,3 @@ def test_distributed_memories_stay_identical_and_see_every_rank(tmp_path):
         assert torch.equal(rank0, rank1)
         assert torch.allclose(rank0, single.features, atol=1e-6)
         assert not torch.allclose(rank0, F.normalize(centroids, dim=1), atol=1e-3)
-
-
-def test_old_pyreid_nn_names_still_work():
-    import pyreid.nn.ise
-    from pyreid.nn.cluster_memory import ClusterMemory
-
-    assert pyreid.nn.ClusterMemory is ClusterMemory is pyreid.losses.ClusterMemory
-    assert pyreid.nn.ise.support_samples is pyreid.losses.support_samples
-    assert pyreid.nn.label_preserving_loss is pyreid.losses.ise.label_preserving_loss

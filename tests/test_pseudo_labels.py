@@ -94,3 +94,59 @@ def test_kmeans_step(device):
     # Every identity's images form one cluster.
     assert adjusted_rand_score(ids.numpy(), step.labels.cpu().numpy()) == 1.0
     assert "kmeans" in step.timings
+
+
+# ---------------------------------------------------------------- PseudoLabeler: the whole cycle
+
+
+def test_pseudo_labeler_dbscan_equals_the_previous_step_relabelled():
+    """The labels Cluster-Contrast trained on before the PseudoLabeler: dbscan_pseudo_labels, renumbered."""
+    from pyreid.cluster import DBSCANClustering, PseudoLabeler, relabel
+
+    x, ids = identity_features(ids=10, per_id=8, outliers=6)
+    result = PseudoLabeler(DBSCANClustering(eps=0.5, min_samples=3, k1=12, k2=4))(lambda: x, identities=ids.tolist())
+    expected, k = relabel(dbscan_pseudo_labels(x, eps=0.5, min_samples=3, k1=12, k2=4).labels)
+    assert torch.equal(result.labels, expected) and result.num_clusters == k >= 8
+    assert result.features is x
+    m = result.metrics
+    assert m["num_clusters"] == k and m["num_outliers"] == int((expected < 0).sum())
+    assert m["largest_cluster"] == int(torch.bincount(expected[expected >= 0]).max())
+    assert {"extraction_seconds", "jaccard_seconds", "dbscan_seconds", "pseudo_label_seconds"} <= set(m)
+    # Quality against the true identities (outliers carry id -1 here: their own "identity").
+    assert 0.9 <= m["ari"] <= 1.0 and {"nmi", "precision", "recall"} <= set(m)
+    assert f"{k} clusters, {m['num_outliers']} outliers of 86 images" in result.summary()
+
+
+def test_pseudo_labeler_kmeans_equals_the_previous_step():
+    from pyreid.cluster import KMeansClustering, PseudoLabeler
+
+    x, ids = identity_features(outliers=0)
+    result = PseudoLabeler(KMeansClustering(k=12, seed=3))(lambda: x)
+    expected = kmeans_pseudo_labels(x, k=12, seed=3)
+    # k-means numbers its clusters by centroid; renumbering orders them by first appearance of the label.
+    assert adjusted_rand_score(expected.labels.numpy(), result.labels.numpy()) == 1.0
+    assert result.num_clusters == 12 and "kmeans_seconds" in result.metrics and "ari" not in result.metrics
+    kept = PseudoLabeler(KMeansClustering(k=12, seed=3), renumber=False)(lambda: x)
+    assert torch.equal(kept.labels, expected.labels)
+
+
+def test_pseudo_labeler_with_a_function_and_a_selection():
+    from pyreid.cluster import PseudoLabeler
+
+    x = torch.arange(12, dtype=torch.float32)[:, None]
+    by_thirds = lambda f: (f[:, 0] // 4).long() * 10  # noqa: E731 - clusters 0, 10, 20
+    keep_even = lambda f, labels: (f[:, 0] % 2) == 0  # noqa: E731
+    result = PseudoLabeler(by_thirds, select=keep_even)(lambda: x, identities=[0] * 6 + [1] * 6)
+    assert result.labels.tolist() == [0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1]
+    assert result.num_clusters == 3 and result.metrics["selected"] == 6 and result.metrics["num_outliers"] == 6
+    assert "6 selected" in result.summary()
+    kept = PseudoLabeler(by_thirds, select=keep_even, renumber=False)(lambda: x)
+    assert kept.labels.tolist() == [0, -1, 0, -1, 10, -1, 10, -1, 20, -1, 20, -1] and kept.num_clusters == 3
+
+
+def test_pseudo_labeler_without_clusters():
+    from pyreid.cluster import PseudoLabeler
+
+    result = PseudoLabeler(lambda f: torch.full((f.shape[0],), -1))(lambda: torch.randn(5, 3))
+    assert result.num_clusters == 0 and result.labels.tolist() == [-1] * 5
+    assert result.metrics["largest_cluster"] == 0 and result.metrics["largest_cluster_share"] == 0.0

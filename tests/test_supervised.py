@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from pyreid.algorithms import Supervised, SupervisedOptions
-from pyreid.algorithms.base import StepInfo
+from pyreid.training import StepInfo
 from pyreid.algorithms.supervised import class_mean_weights
 from pyreid.data import SynthConfig, build_dataset, generate
 from pyreid.training import ConfigError, TrainConfig
@@ -37,7 +37,7 @@ def _algorithm(tiny, **options):
                          test_batch_size=16, progress=False, epochs=2)
     algo = Supervised(config, SupervisedOptions(**options), tiny, torch.device("cpu"), iters_per_epoch=2)
     torch.manual_seed(0)
-    algo.network = algo.model = algo.build_model()
+    algo.build_models()
     return algo
 
 

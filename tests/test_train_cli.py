@@ -18,7 +18,7 @@ import torch
 from pyreid.cli import main
 from pyreid.data import SynthConfig, generate
 from pyreid.training import Engine, NonFiniteLossError, TrainConfig, load_checkpoint
-from pyreid.training.engine import TIMING_KEYS
+from pyreid.training import is_timing
 
 SCORES = ("mAP", "rank1", "rank5", "rank10", "mINP")
 
@@ -42,7 +42,7 @@ def _flags(data_root, out, epochs=2, iters=2, **extra):
 
 
 def _history_without_timings(history):
-    return [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in history]
+    return [{k: v for k, v in h.items() if not is_timing(k)} for h in history]
 
 
 def test_supervised_run_writes_everything(data_root, tmp_path, capsys):
@@ -104,7 +104,7 @@ def test_triplet_runs_with_mobilenet_embedding_head_and_resnet_bnneck(data_root,
     flags[flags.index("resnet18")] = "mobilenet_v2"
     assert main(["train", "triplet", *flags]) == 0
     ckpt = load_checkpoint(str(out / "checkpoint.pth"))
-    args = ckpt["model_args"]
+    args = ckpt["model_args"]["model"]
     assert (args["arch"], args["embedding_dim"], args["neck"], args["normalize"]) == ("mobilenet_v2", 128, "none",
                                                                                      True)
     history = json.loads((out / "metrics.json").read_text())["history"]
@@ -115,7 +115,7 @@ def test_triplet_runs_with_mobilenet_embedding_head_and_resnet_bnneck(data_root,
                  "--id-weight", "0.5", "--margin", "0.3"]) == 0
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert {"loss_triplet", "loss_id"} <= set(history[1])
-    assert load_checkpoint(str(out / "checkpoint.pth"))["model_args"]["num_classes"] == 8
+    assert load_checkpoint(str(out / "checkpoint.pth"))["model_args"]["model"]["num_classes"] == 8
 
 
 def _cli(*args, **kwargs):

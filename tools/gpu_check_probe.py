@@ -23,6 +23,9 @@ import subprocess
 import sys
 import sysconfig
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cuda_toolkit import find_toolkit  # noqa: E402  (the search setup.py uses)
+
 
 def _run(command, timeout_s=20):
     """stdout of a short command, or None when it is missing or fails."""
@@ -33,42 +36,13 @@ def _run(command, timeout_s=20):
     return done.stdout if done.returncode == 0 else None
 
 
-def _toolkit_from_nvcc(nvcc):
-    """The toolkit folder behind `nvcc`, which may be a shell script that execs the real one.
-
-    The same search as setup.py's (which cannot be imported: it runs setup()).
-    """
-    real = os.path.realpath(nvcc)
-    try:
-        with open(real, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        head = b""
-    if head.startswith(b"#!"):
-        match = re.search(rb"exec\s+\"?([^\s\"]+/bin/nvcc)\"?", head)
-        if match:
-            real = os.path.realpath(match.group(1).decode())
-    return os.path.dirname(os.path.dirname(real))
-
-
 def cuda_toolkit():
     """(toolkit folder or None, nvcc path or None), searched as setup.py does."""
-    nvcc = shutil.which("nvcc")
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        home = os.environ.get(var)
-        if home and os.path.isfile(os.path.join(home, "include", "cuda.h")):
-            return home, nvcc or _existing(os.path.join(home, "bin", "nvcc"))
-    if nvcc:
-        home = _toolkit_from_nvcc(nvcc)
-        if os.path.isfile(os.path.join(home, "include", "cuda.h")):
-            return home, nvcc
-    if os.path.isfile("/usr/local/cuda/include/cuda.h"):
-        return "/usr/local/cuda", nvcc or _existing("/usr/local/cuda/bin/nvcc")
-    return None, nvcc
+    return find_toolkit()
 
 
 def _existing(path):
-    return path if os.path.exists(path) else None
+    return path if os.path.isfile(path) else None
 
 
 def find_compute_sanitizer(toolkit):

@@ -18,37 +18,16 @@ step at 20; 400 iterations of 256 = 16 x 16; average pooling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, Tuple
 
 import torch
 
-from pyreid.algorithms.base import StepInfo
-from pyreid.algorithms.cluster_contrast import ClusterContrast, ClusterContrastOptions
+from pyreid.algorithms.cluster_contrast import ClusterContrast
+from pyreid.algorithms.options import ISE_DEFAULTS, ISEOptions
 from pyreid.losses.ise import label_preserving_loss, support_samples
-from pyreid.training.config import ConfigError, config_field
+from pyreid.training.algorithm import StepInfo
 
 __all__ = ["ISE", "ISEOptions"]
-
-
-@dataclass
-class ISEOptions(ClusterContrastOptions):
-    eps: float = config_field("DBSCAN radius on the Jaccard distance (Market 0.4, MSMT17 0.7)", default=0.4)
-    momentum: float = config_field("memory update momentum", default=0.2)
-    update: str = config_field("memory update: momentum or hard", default="hard")
-    lambda0: float = config_field("support strength at the end of training is lambda0 / 2", default=1.0)
-    support_k: int = config_field("support samples per feature (nearest other clusters)", default=1)
-    lp_temp: float = config_field("temperature of the label-preserving loss", default=0.6)
-    lp_weight: float = config_field("weight of the label-preserving loss (Market 0.1, MSMT17 0.01)", default=0.1)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.support_k < 1:
-            raise ConfigError(f"'support_k' must be >= 1, got {self.support_k}")
-        if not self.lp_temp > 0:
-            raise ConfigError(f"'lp_temp' must be positive, got {self.lp_temp}")
-        if self.lp_weight < 0 or self.lambda0 < 0:
-            raise ConfigError("'lp_weight' and 'lambda0' must be >= 0")
 
 
 class ISE(ClusterContrast):
@@ -56,8 +35,7 @@ class ISE(ClusterContrast):
 
     name = "ise"
     Options = ISEOptions
-    config_defaults = {**ClusterContrast.config_defaults, "epochs": 70, "iters": 400, "milestones": [30],
-                       "pooling": "avg"}
+    config_defaults = ISE_DEFAULTS
 
     def memory_inputs(self, out, labels: torch.Tensor, info: StepInfo) -> Tuple[torch.Tensor, torch.Tensor,
                                                                                 Dict[str, torch.Tensor]]:

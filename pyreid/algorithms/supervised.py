@@ -7,7 +7,7 @@ smoothing 0.1) on the post-BN feature and the batch-hard triplet loss (margin
 0.3) on the pre-BN feature; PK batches; Adam 3.5e-4 with warm-up and x0.1 steps.
 
 The options below are the design choices compared on Market-1501 (seed 002's
-runs, see REFERENCES.md), each defaulting to the better one:
+published runs, ResNet-50 BN neck), each defaulting to the better one:
 
 * ``embedding_dim``: 0 = no embedding layer between pooling and BN (a 1024-d one
   cost about 5 mAP there);
@@ -23,50 +23,18 @@ runs, see REFERENCES.md), each defaulting to the better one:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from pyreid.algorithms.base import Algorithm, StepInfo
+from pyreid.algorithms.options import SupervisedOptions
 from pyreid.losses.cross_entropy import CrossEntropyLoss
 from pyreid.losses.triplet import TripletLoss
-from pyreid.training.config import ConfigError, config_field
+from pyreid.training.algorithm import Algorithm, StepInfo
+from pyreid.training.config import ConfigError
 
 __all__ = ["Supervised", "SupervisedOptions", "class_mean_weights"]
-
-
-@dataclass
-class SupervisedOptions:
-    id_weight: float = config_field("weight of the identity (cross-entropy) loss", default=1.0)
-    label_smoothing: float = config_field("label smoothing epsilon of the identity loss", default=0.1)
-    temperature: float = config_field("the logits are divided by this temperature", default=0.1)
-    temperature_end: Optional[float] = config_field("move the temperature linearly to this value over training "
-                                             "(none = constant)", default=None)
-    triplet_weight: float = config_field("weight of the batch-hard triplet loss on the pre-BN feature (0 = off)",
-                                  default=1.0)
-    margin: Optional[float] = config_field("triplet margin (none = soft margin)", default=0.3)
-    embedding_dim: int = config_field("embedding layer size between pooling and the BN neck (0 = none)", default=0)
-    classifier_init: str = config_field("class_mean (normalised class-mean features of the starting model) or random",
-                                 default="class_mean")
-    normalize_classifier: bool = config_field("re-normalise the classifier weights after every step", default=False)
-
-    def validate(self) -> None:
-        if self.classifier_init not in ("class_mean", "random"):
-            raise ConfigError(f"'classifier_init' must be class_mean or random, got {self.classifier_init!r}")
-        if self.id_weight < 0 or self.triplet_weight < 0 or self.id_weight + self.triplet_weight == 0:
-            raise ConfigError("id_weight and triplet_weight must be >= 0, and not both 0")
-        for key in ("temperature", "temperature_end"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise ConfigError(f"'{key}' must be positive, got {value}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"'label_smoothing' must be in [0, 1), got {self.label_smoothing}")
-        if self.margin is not None and self.margin < 0:
-            raise ConfigError(f"'margin' must be >= 0 or none, got {self.margin}")
-        if self.embedding_dim < 0:
-            raise ConfigError(f"'embedding_dim' must be >= 0, got {self.embedding_dim}")
 
 
 @torch.no_grad()

@@ -16,45 +16,17 @@ margin to tune; a hard margin is available.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 
-from pyreid.algorithms.base import Algorithm, StepInfo
+from pyreid.algorithms.options import TRIPLET_DEFAULTS, TripletOptions
 from pyreid.losses.cross_entropy import CrossEntropyLoss
-from pyreid.losses.triplet import METRICS, TripletLoss
-from pyreid.training.config import ConfigError, config_field
+from pyreid.losses.triplet import TripletLoss
+from pyreid.training.algorithm import Algorithm, StepInfo
+from pyreid.training.config import ConfigError
 
 __all__ = ["Triplet", "TripletOptions"]
-
-
-@dataclass
-class TripletOptions:
-    head: str = config_field("embedding (dropout -> linear -> BN -> L2) or bnneck", default="embedding")
-    embedding_dim: int = config_field("size of the embedding head's output", default=128)
-    dropout: float = config_field("dropout before the embedding's linear layer", default=0.5)
-    margin: Optional[float] = config_field("triplet margin (none = soft margin)", default=None)
-    metric: str = config_field("distance of the triplet loss: euclidean, sqeuclidean or cosine",
-                               default="euclidean")
-    id_weight: float = config_field("weight of the auxiliary softmax identity loss (0 = off)", default=0.0)
-    label_smoothing: float = config_field("label smoothing of the auxiliary identity loss", default=0.1)
-
-    def validate(self) -> None:
-        if self.head not in ("embedding", "bnneck"):
-            raise ConfigError(f"'head' must be embedding or bnneck, got {self.head!r}")
-        if self.metric not in METRICS:
-            raise ConfigError(f"'metric' must be one of {', '.join(METRICS)}, got {self.metric!r}")
-        if self.head == "embedding" and self.embedding_dim < 1:
-            raise ConfigError(f"'embedding_dim' must be >= 1 with the embedding head, got {self.embedding_dim}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"'dropout' must be in [0, 1), got {self.dropout}")
-        if self.margin is not None and self.margin < 0:
-            raise ConfigError(f"'margin' must be >= 0 or none, got {self.margin}")
-        if self.id_weight < 0:
-            raise ConfigError(f"'id_weight' must be >= 0, got {self.id_weight}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"'label_smoothing' must be in [0, 1), got {self.label_smoothing}")
 
 
 class Triplet(Algorithm):
@@ -62,8 +34,7 @@ class Triplet(Algorithm):
 
     name = "triplet"
     Options = TripletOptions
-    # Hermans et al.: Adam 3e-4 and no warm-up. Shipped configs set the rest.
-    config_defaults = {"lr": 3e-4, "warmup_epochs": 0.0}
+    config_defaults = TRIPLET_DEFAULTS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

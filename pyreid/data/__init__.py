@@ -3,28 +3,26 @@
 >>> from pyreid.data import build_dataset, build_train_loader
 >>> ds = build_dataset("synthetic", "/tmp/synth")        # after `pyreid synth --out /tmp/synth`
 >>> loader = build_train_loader(ds.train, batch_size=32, num_instances=4, iters=10, height=128, width=64)
+
+Names load on first use, so the command line's help (which reads
+:class:`SynthConfig`) needs no torch.
 """
 
-from pyreid.data.datasets import DATASETS, DatasetLayoutError, ReIDDataset, build_dataset
-from pyreid.data.loaders import ImageDataset, build_test_loader, build_train_loader, read_image
-from pyreid.data.samplers import CameraAwareIdentitySampler, RandomIdentitySampler
-from pyreid.data.synthetic import SynthConfig, generate
-from pyreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+import importlib
 
-__all__ = [
-    "DATASETS",
-    "DatasetLayoutError",
-    "ReIDDataset",
-    "build_dataset",
-    "ImageDataset",
-    "read_image",
-    "build_train_loader",
-    "build_test_loader",
-    "RandomIdentitySampler",
-    "CameraAwareIdentitySampler",
-    "SynthConfig",
-    "generate",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "build_transforms",
-]
+_NAMES = {
+    "DATASETS": "datasets", "DatasetLayoutError": "datasets", "ReIDDataset": "datasets", "build_dataset": "datasets",
+    "ImageDataset": "loaders", "read_image": "loaders", "build_train_loader": "loaders",
+    "build_test_loader": "loaders", "ZippedLoader": "loaders",
+    "RandomIdentitySampler": "samplers", "CameraAwareIdentitySampler": "samplers",
+    "SynthConfig": "synthetic", "generate": "synthetic",
+    "IMAGENET_MEAN": "transforms", "IMAGENET_STD": "transforms", "build_transforms": "transforms",
+}
+
+__all__ = list(_NAMES)
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"pyreid.data.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'pyreid.data' has no attribute '{name}'")

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from pyreid.data.samplers import CameraAwareIdentitySampler, RandomIdentitySampler
 from pyreid.data.transforms import build_transforms
 
-__all__ = ["ImageDataset", "SeededSampler", "read_image", "build_train_loader", "build_test_loader"]
+__all__ = ["ImageDataset", "SeededSampler", "ZippedLoader", "read_image", "build_train_loader", "build_test_loader"]
 
 
 def read_image(path: str) -> Image.Image:
@@ -137,3 +137,35 @@ def build_test_loader(items: Sequence[Tuple[str, int, int]], batch_size: int = 2
         num_workers=num_workers,
         pin_memory=pin_memory,
     )
+
+
+class ZippedLoader:
+    """Several loaders stepped together: each step yields ``{name: batch}``, one batch of each.
+
+    Two-data-set algorithms (a labelled source batch and an unlabelled target
+    batch per step) train on one. Its length is the shortest loader's (each PK
+    loader of an epoch has ``iters`` batches); ``set_epoch`` is passed to every
+    loader's sampler, so a resumed epoch replays the same pairs of batches.
+
+    Example:
+        >>> loader = ZippedLoader(source=source_loader, target=target_loader)    # doctest: +SKIP
+        >>> batch = next(iter(loader)); batch["source"][0].shape                  # doctest: +SKIP
+    """
+
+    def __init__(self, **loaders: Iterable):
+        if not loaders:
+            raise ValueError("ZippedLoader: give at least one loader, by name")
+        self.loaders: Dict[str, Iterable] = loaders
+
+    def __len__(self) -> int:
+        return min(len(loader) for loader in self.loaders.values())
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.loaders.values():
+            sampler = getattr(loader, "sampler", loader)
+            sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        names = list(self.loaders)
+        for batches in zip(*(self.loaders[name] for name in names)):
+            yield dict(zip(names, batches))

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["plot_ranked_lists", "plot_cmc", "plot_embedding", "ranked_list_size"]
+__all__ = ["plot_ranked_lists", "plot_cmc", "plot_embedding", "pyplot", "ranked_list_size"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -22,7 +22,8 @@ _LABEL_HEIGHT = 24  # pixels above each row of images for the query/rank caption
 _BORDER = 4  # pixels of the green/red frame
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported when first drawn)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -82,7 +83,7 @@ def plot_ranked_lists(distmat, query_paths: Sequence[PathLike], gallery_paths: S
     Returns:
         ``out_path`` as a string. The image is ``ranked_list_size(len(query_indices), topk, cell_size)`` pixels.
     """
-    plt = _pyplot()
+    plt = pyplot()
     distmat = _numpy(distmat)
     q_pids, g_pids, q_camids, g_camids = map(_numpy, (q_pids, g_pids, q_camids, g_camids))
     if query_indices is None:
@@ -122,7 +123,7 @@ def plot_cmc(curves: Dict[str, Sequence[float]], out_path: PathLike, max_rank: O
     """CMC curves of one or several methods (``{"name": cmc}``, values in [0, 1]), ``size`` pixels."""
     if not curves:
         raise ValueError("plot_cmc: no curve to draw")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI)
     try:
         for name, cmc in curves.items():
@@ -172,7 +173,7 @@ def plot_embedding(features, labels, out_path: PathLike, size: Tuple[int, int] =
     perplexity = min(perplexity, (features.shape[0] - 1) / 3)
     points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(size[0] / _DPI, size[1] / _DPI), dpi=_DPI)
     try:
         outlier = labels == -1

@@ -104,7 +104,8 @@ def load_weights(model: ReIDModel, path: Union[str, os.PathLike]) -> LoadReport:
 
     Accepted files: a state dict saved from a pyreid model
     (``torch.save(model.state_dict(), path)``), a checkpoint dict holding one
-    under ``"state_dict"`` or ``"model"``, or a torchvision classification
+    under ``"state_dict"`` or ``"model"``, a pyreid training checkpoint (its
+    evaluated model), or a torchvision classification
     state dict of the same architecture (loaded into the backbone; its
     ``fc``/``classifier`` keys are reported as unexpected). A ``module.``
     prefix (DataParallel) is removed. Tensors whose shape differs are skipped
@@ -113,6 +114,8 @@ def load_weights(model: ReIDModel, path: Union[str, os.PathLike]) -> LoadReport:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"build_model: weights file '{path}' does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("models"), dict):  # a pyreid training checkpoint
+        state = state["models"].get(state.get("evaluated_model", "model"), state)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -1,30 +1,40 @@
-"""The training layer: the engine, its config, checkpoints, schedules and the ``train`` entry point.
+"""The training layer: the engine (a loop), its hooks, config primitives, checkpoints, schedules,
+the algorithm base class and the ``train`` entry point.
 
 >>> from pyreid.training import train
 >>> result = train("supervised", config="supervised_synthetic_cpu", data_root="data/synthetic",
 ...                out="runs/sup")                                        # doctest: +SKIP
 >>> result["final"]["mAP"]                                                # doctest: +SKIP
 
-The algorithms (:mod:`pyreid.algorithms`) import this package's config and
-distributed modules, and the engine imports the algorithms' base class, so the
-engine's names are loaded on first use rather than here.
+Layering: :mod:`~pyreid.training.config` (torch-free) is at the bottom; the
+algorithm base class, the model set, the hooks and the engine build on it; the
+algorithms (:mod:`pyreid.algorithms`) build on those, and nothing here imports
+them but :func:`train`, which looks the name up. Names other than the config's
+load on first use so that the command line's help, which reads the config,
+needs no torch.
 """
 
 import importlib
 
-from pyreid.training.checkpoint import CheckpointError, load_checkpoint
 from pyreid.training.config import ConfigError, TrainConfig, shipped_configs
 
 _LAZY = {
+    "Algorithm": "pyreid.training.algorithm",
+    "StepInfo": "pyreid.training.algorithm",
+    "ModelSet": "pyreid.training.models",
+    "Hook": "pyreid.training.hooks",
     "Engine": "pyreid.training.engine",
     "NonFiniteLossError": "pyreid.training.engine",
     "RunExistsError": "pyreid.training.engine",
+    "is_timing": "pyreid.training.engine",
+    "CheckpointError": "pyreid.training.checkpoint",
+    "load_checkpoint": "pyreid.training.checkpoint",
     "resolve_config": "pyreid.training.run",
     "train": "pyreid.training.run",
     "evaluate_checkpoint": "pyreid.training.evaluate",
 }
 
-__all__ = ["CheckpointError", "ConfigError", "TrainConfig", "load_checkpoint", "shipped_configs", *_LAZY]
+__all__ = ["ConfigError", "TrainConfig", "shipped_configs", *_LAZY]
 
 
 def __getattr__(name):

@@ -1,9 +1,19 @@
 """Training checkpoints: written atomically, read back with clear errors, RNG states included.
 
-A checkpoint is a dict with ``"format": "pyreid-checkpoint"``: the model's
-state and the arguments that rebuild it (``model_args``), the optimiser,
-scheduler and algorithm states, the epoch it ends, the random generators
-(torch, CUDA, numpy, python), the config and options, and the metrics history.
+A training checkpoint (``checkpoint.pth``) is a dict with ``"format":
+"pyreid-checkpoint"``: every model's state and the arguments that rebuild it
+(``models``, ``model_args``, keyed by the algorithm's model names, and which one
+is evaluated: ``evaluated_model``), every optimiser and schedule
+(``optimizers``, ``schedulers``), frozen parameter groups and model
+re-creations (``frozen``, ``generation``), the algorithm's and the hooks'
+states, the epoch it ends, the random generators (torch, CUDA, numpy,
+python), the config and options, and the metrics history. A model file
+(``best.pth``) holds one model: ``model`` and ``model_args``.
+:func:`model_state` reads the evaluated model's weights from either.
+
+Version 1 (pyreid before the training layer held several models) had one
+``model``, ``optimizer`` and ``scheduler`` and the best score under ``best``;
+:func:`load_checkpoint` reads it as version 2.
 It holds only tensors and plain Python values, so it loads with
 ``torch.load(..., weights_only=True)``: opening a checkpoint never runs code.
 
@@ -18,16 +28,16 @@ import os
 import pickle
 import random
 import zipfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_atomic", "load_checkpoint", "rng_state",
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_atomic", "load_checkpoint", "model_state", "rng_state",
            "set_rng_state"]
 
 FORMAT = "pyreid-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 class CheckpointError(RuntimeError):
@@ -66,9 +76,31 @@ def load_checkpoint(path: str, map_location: str = "cpu") -> Dict[str, Any]:
             "it holds, pass it as --weights FILE"
         )
     if ckpt.get("version", 0) > VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {ckpt['version']}; this pyreid reads up to "
-                              f"{VERSION}: upgrade pyreid")
+        raise CheckpointError(f"checkpoint {path} has format version {ckpt['version']} (written by pyreid "
+                              f"{ckpt.get('pyreid_version', '?')}); this pyreid reads up to {VERSION}: upgrade pyreid")
+    return _upgrade(ckpt)
+
+
+def _upgrade(ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """A version-1 training checkpoint in version 2's layout (its one model is ``"model"``)."""
+    if ckpt.get("version", 0) >= 2 or "optimizer" not in ckpt:
+        return ckpt
+    ckpt = dict(ckpt)
+    ckpt.update(models={"model": ckpt.pop("model")}, model_args={"model": ckpt.pop("model_args", None)},
+                optimizers={"model": ckpt.pop("optimizer")}, schedulers={"model": ckpt.pop("scheduler")},
+                evaluated_model="model", hooks={"evaluation": {"best": ckpt.pop("best", {"mAP": -1.0, "epoch": None})}},
+                version=2)
     return ckpt
+
+
+def model_state(ckpt: Dict[str, Any], path: str = "checkpoint") -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """``(state_dict, model_args)`` of the evaluated model in a training checkpoint or a model file."""
+    if "models" in ckpt:
+        name = ckpt.get("evaluated_model", "model")
+        return ckpt["models"][name], ckpt.get("model_args", {}).get(name)
+    if "model" in ckpt:
+        return ckpt["model"], ckpt.get("model_args")
+    raise CheckpointError(f"{path} holds no model (keys: {sorted(ckpt)})")
 
 
 def rng_state() -> Dict[str, Any]:

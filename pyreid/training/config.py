@@ -37,6 +37,8 @@ __all__ = [
     "read_config_file",
     "build_dataclass",
     "RESUME_MAY_CHANGE",
+    "DATA_FLAGS",
+    "unwrap_optional",
 ]
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -58,6 +60,11 @@ class TrainConfig:
     # Data
     dataset: str = config_field("data set name: market1501, dukemtmcreid, msmt17 or synthetic", default="synthetic")
     data_root: str = config_field("folder holding the data set (or a parent of it)", default="data/synthetic")
+    source: Optional[str] = config_field("the labelled source data set of a two-data-set algorithm (e.g. uda)",
+                                         default=None)
+    source_root: Optional[str] = config_field("folder holding the source data set", default=None)
+    target: Optional[str] = config_field("the unlabelled target data set of a two-data-set algorithm", default=None)
+    target_root: Optional[str] = config_field("folder holding the target data set", default=None)
     height: int = config_field("input image height", default=256)
     width: int = config_field("input image width", default=128)
     # Model
@@ -123,6 +130,9 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"'{key}' must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        for key in ("source", "target"):
+            if getattr(self, key) is not None and getattr(self, key) not in DATASETS:
+                raise ConfigError(f"'{key}' must be one of {', '.join(DATASETS)}, got {getattr(self, key)!r}")
         positive = ("height", "width", "batch_size", "num_instances", "epochs", "eval_step", "test_batch_size")
         for key in positive:
             if getattr(self, key) < 1:
@@ -148,9 +158,25 @@ class TrainConfig:
             raise ConfigError(f"'milestones' must be increasing, got {self.milestones}")
 
 
+    def data_set(self, name: str) -> Tuple[str, str]:
+        """``(data set name, root)`` of the data set an algorithm calls ``name`` (see :data:`DATA_FLAGS`)."""
+        if name not in DATA_FLAGS:
+            raise ConfigError(f"unknown data set role '{name}'; expected one of {', '.join(DATA_FLAGS)}")
+        name_key, root_key = DATA_FLAGS[name]
+        dataset, root = getattr(self, name_key), getattr(self, root_key)
+        if dataset is None or root is None:
+            flags = f"--{name_key.replace('_', '-')} NAME --{root_key.replace('_', '-')} DIR"
+            raise ConfigError(f"this algorithm reads a {name} data set: pass {flags}")
+        return dataset, root
+
+
+# The data sets an algorithm may read, each from its own pair of keys.
+DATA_FLAGS = {"train": ("dataset", "data_root"), "source": ("source", "source_root"),
+              "target": ("target", "target_root")}
+
 # Keys a resumed run may change: how it runs, not what it computes.
 RESUME_MAY_CHANGE = frozenset({"epochs", "eval_step", "device", "workers", "out", "resume", "progress", "plots",
-                               "test_batch_size", "data_root", "check_ranks"})
+                               "test_batch_size", "data_root", "source_root", "target_root", "check_ranks"})
 
 
 def shipped_configs() -> List[str]:
@@ -190,7 +216,7 @@ def read_config_file(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return values, options
 
 
-def _strip_optional(tp) -> Tuple[Any, bool]:
+def unwrap_optional(tp) -> Tuple[Any, bool]:
     if typing.get_origin(tp) is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
@@ -200,7 +226,7 @@ def _strip_optional(tp) -> Tuple[Any, bool]:
 
 def _coerce(owner: str, key: str, tp, value: Any) -> Any:
     """``value`` as the field type ``tp`` (ints widen to floats), or a ConfigError naming the key."""
-    base, optional = _strip_optional(tp)
+    base, optional = unwrap_optional(tp)
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
         if optional:
             return None
@@ -255,8 +281,3 @@ def build_dataclass(cls, *layers: Mapping[str, Any], owner: Optional[str] = None
             merged[name] = _coerce(owner, name, hints[name], value)
     return cls(**merged)
 
-
-def describe(cls) -> Dict[str, str]:
-    """``{field: help text}`` of a config dataclass (fields without help get their type)."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: f.metadata.get("help", str(hints[f.name])) for f in dataclasses.fields(cls)}

@@ -10,12 +10,10 @@ from typing import Any, Dict, Optional
 import torch
 
 from pyreid.data.datasets import build_dataset
-from pyreid.data.loaders import build_test_loader
-from pyreid.evaluation.evaluator import Evaluator, extract_features
-from pyreid.evaluation.rank import evaluate
+from pyreid.evaluation.protocol import SCORE_KEYS, evaluate_split, plot_split
 from pyreid.models.model import build_model
-from pyreid.training.checkpoint import CheckpointError, load_checkpoint
-from pyreid.training.engine import SCORE_KEYS, resolve_device
+from pyreid.training.checkpoint import CheckpointError, load_checkpoint, model_state
+from pyreid.training.engine import resolve_device
 
 __all__ = ["evaluate_checkpoint", "model_from_checkpoint"]
 
@@ -25,11 +23,12 @@ logger = logging.getLogger("pyreid.eval")
 def model_from_checkpoint(path: str, state: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
     """The model a pyreid checkpoint holds, rebuilt from its ``model_args`` (CPU, eval mode)."""
     state = state if state is not None else load_checkpoint(path)
-    if "model" not in state or "model_args" not in state:
-        raise CheckpointError(f"{path} holds no model (keys: {sorted(state)})")
-    model = build_model(**state["model_args"])
+    weights, args = model_state(state, path)
+    if args is None:
+        raise CheckpointError(f"{path} does not say how to build its model (no model_args)")
+    model = build_model(**args)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: the saved weights do not fit the saved architecture: "
                               f"{str(e).splitlines()[0]}") from e
@@ -55,20 +54,19 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
     check_choice(rerank_distance, RERANK_DISTANCES, "rerank_distance", "evaluate_checkpoint")  # before any work
     state = load_checkpoint(path)
     config = state.get("config", {})
-    dataset = dataset or config.get("dataset")
-    data_root = data_root or config.get("data_root")
+    # A two-data-set run (source + target) is scored on its target, as during training.
+    dataset = dataset or config.get("target") or config.get("dataset")
+    data_root = data_root or config.get("target_root") or config.get("data_root")
     if not dataset or not data_root:
         raise CheckpointError(f"{path} does not say which data set it was trained on: pass --dataset and --data-root")
     height, width = config.get("height", 256), config.get("width", 128)
     device = resolve_device(device)
     model = model_from_checkpoint(path, state).to(device)
     data = build_dataset(dataset, data_root)
-    loaders = [build_test_loader(items, batch_size=batch_size, height=height, width=width, num_workers=workers)
-               for items in (data.query, data.gallery)]
-    q_feat, q_pids, q_cams = extract_features(model, loaders[0], device, flip, progress, desc="query")
-    g_feat, g_pids, g_cams = extract_features(model, loaders[1], device, flip, progress, desc="gallery")
-    distmat = Evaluator(model, *loaders, rerank=rerank, rerank_distance=rerank_distance).distances(q_feat, g_feat)
-    scores = evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=min(50, distmat.shape[1]))
+    result = evaluate_split(model, data, height=height, width=width, batch_size=batch_size, workers=workers,
+                            device=device, flip=flip, rerank=rerank, rerank_distance=rerank_distance,
+                            progress=progress)
+    scores = result.scores
     rerank_tag = ("_rerank" + ("_sqeuclidean" if rerank_distance == "sqeuclidean" else "")) if rerank else ""
     stem = "eval" + rerank_tag + ("_flip" if flip else "")
     out = out or os.path.dirname(os.path.abspath(path))
@@ -83,13 +81,7 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
     with open(os.path.join(out, stem + ".json"), "w") as f:
         json.dump(record, f, indent=2)
     if plots:
-        from pyreid.evaluation.visualize import plot_cmc, plot_ranked_lists
-
         label = f"{state.get('algorithm', 'model')}, epoch {state.get('epoch')}" + (f" + re-ranking ({rerank_distance})" if rerank else "")
-        plot_cmc({label: scores["cmc"]}, os.path.join(out, stem + "_cmc.png"), max_rank=20)
-        step = max(1, len(data.query) // 6)
-        plot_ranked_lists(distmat, [p for p, _, _ in data.query], [p for p, _, _ in data.gallery], q_pids, g_pids,
-                          q_cams, g_cams, os.path.join(out, stem + "_ranked_lists.png"),
-                          query_indices=list(range(0, len(data.query), step))[:6])
+        plot_split(result, data, os.path.join(out, stem + "_"), label)
     record["written"] = os.path.join(out, stem + ".json")
     return record

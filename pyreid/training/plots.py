@@ -24,9 +24,9 @@ def plot_training_curves(history: Sequence[Dict], out_path: str, title: str = ""
     """Left: total and named losses per epoch; middle: mAP and rank-1 (%) per evaluation, epoch 0
     included; right, for clustering algorithms: clusters, outliers and the pseudo labels' agreement
     with the true identities per epoch."""
-    from pyreid.evaluation.visualize import _pyplot
+    from pyreid.evaluation.visualize import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     clustered = [h for h in history if "num_clusters" in h]
     fig, axes = plt.subplots(1, 3 if clustered else 2, figsize=(16 if clustered else 11, 4), dpi=100)
     ax_loss, ax_score = axes[0], axes[1]

@@ -1,0 +1,143 @@
+"""Every algorithm's options (one dataclass each) and the run settings it defaults to.
+
+Apart from the algorithms' code, and torch-free, so that ``pyreid train ALGO
+--help`` lists them without importing torch. Each option becomes a
+command-line flag (``--k1``) and a key of a YAML config's ``options:`` block;
+``*_DEFAULTS`` are :class:`~pyreid.training.config.TrainConfig` values applied
+before the config file and the flags (an algorithm's ``config_defaults``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from pyreid.training.config import ConfigError, config_field
+
+__all__ = ["CLUSTER_CONTRAST_DEFAULTS", "ISE_DEFAULTS", "TRIPLET_DEFAULTS", "ClusterContrastOptions", "ISEOptions",
+           "SupervisedOptions", "TripletOptions"]
+
+
+@dataclass
+class SupervisedOptions:
+    id_weight: float = config_field("weight of the identity (cross-entropy) loss", default=1.0)
+    label_smoothing: float = config_field("label smoothing epsilon of the identity loss", default=0.1)
+    temperature: float = config_field("the logits are divided by this temperature", default=0.1)
+    temperature_end: Optional[float] = config_field("move the temperature linearly to this value over training "
+                                             "(none = constant)", default=None)
+    triplet_weight: float = config_field("weight of the batch-hard triplet loss on the pre-BN feature (0 = off)",
+                                  default=1.0)
+    margin: Optional[float] = config_field("triplet margin (none = soft margin)", default=0.3)
+    embedding_dim: int = config_field("embedding layer size between pooling and the BN neck (0 = none)", default=0)
+    classifier_init: str = config_field("class_mean (normalised class-mean features of the starting model) or random",
+                                 default="class_mean")
+    normalize_classifier: bool = config_field("re-normalise the classifier weights after every step", default=False)
+
+    def validate(self) -> None:
+        if self.classifier_init not in ("class_mean", "random"):
+            raise ConfigError(f"'classifier_init' must be class_mean or random, got {self.classifier_init!r}")
+        if self.id_weight < 0 or self.triplet_weight < 0 or self.id_weight + self.triplet_weight == 0:
+            raise ConfigError("id_weight and triplet_weight must be >= 0, and not both 0")
+        for key in ("temperature", "temperature_end"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ConfigError(f"'{key}' must be positive, got {value}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"'label_smoothing' must be in [0, 1), got {self.label_smoothing}")
+        if self.margin is not None and self.margin < 0:
+            raise ConfigError(f"'margin' must be >= 0 or none, got {self.margin}")
+        if self.embedding_dim < 0:
+            raise ConfigError(f"'embedding_dim' must be >= 0, got {self.embedding_dim}")
+
+
+@dataclass
+class TripletOptions:
+    head: str = config_field("embedding (dropout -> linear -> BN -> L2) or bnneck", default="embedding")
+    embedding_dim: int = config_field("size of the embedding head's output", default=128)
+    dropout: float = config_field("dropout before the embedding's linear layer", default=0.5)
+    margin: Optional[float] = config_field("triplet margin (none = soft margin)", default=None)
+    metric: str = config_field("distance of the triplet loss: euclidean, sqeuclidean or cosine",
+                               default="euclidean")
+    id_weight: float = config_field("weight of the auxiliary softmax identity loss (0 = off)", default=0.0)
+    label_smoothing: float = config_field("label smoothing of the auxiliary identity loss", default=0.1)
+
+    def validate(self) -> None:
+        if self.head not in ("embedding", "bnneck"):
+            raise ConfigError(f"'head' must be embedding or bnneck, got {self.head!r}")
+        from pyreid.losses.triplet import METRICS  # here: this module must not import torch
+
+        if self.metric not in METRICS:
+            raise ConfigError(f"'metric' must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.head == "embedding" and self.embedding_dim < 1:
+            raise ConfigError(f"'embedding_dim' must be >= 1 with the embedding head, got {self.embedding_dim}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"'dropout' must be in [0, 1), got {self.dropout}")
+        if self.margin is not None and self.margin < 0:
+            raise ConfigError(f"'margin' must be >= 0 or none, got {self.margin}")
+        if self.id_weight < 0:
+            raise ConfigError(f"'id_weight' must be >= 0, got {self.id_weight}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"'label_smoothing' must be in [0, 1), got {self.label_smoothing}")
+
+
+# Hermans et al.: Adam 3e-4 and no warm-up. Shipped configs set the rest.
+TRIPLET_DEFAULTS = {"lr": 3e-4, "warmup_epochs": 0.0}
+
+
+@dataclass
+class ClusterContrastOptions:
+    eps: float = config_field("DBSCAN radius on the Jaccard distance (Market 0.4-0.6, MSMT17 0.7)", default=0.6)
+    min_samples: int = config_field("DBSCAN core point neighbourhood size", default=4)
+    k1: int = config_field("k-reciprocal neighbourhood size of the Jaccard distance (clamped, with a warning, to "
+                           "N - 1 on a training set of N <= k1 images)", default=30)
+    k2: int = config_field("query expansion size of the Jaccard distance", default=6)
+    temp: float = config_field("memory softmax temperature", default=0.05)
+    momentum: float = config_field("memory update momentum", default=0.1)
+    update: str = config_field("memory update: momentum (every sample) or hard (each cluster's least similar "
+                               "sample)", default="momentum")
+    max_empty_epochs: int = config_field("stop after this many epochs in a row without a cluster", default=5)
+
+    def validate(self) -> None:
+        if not 0 < self.eps < 1:
+            raise ConfigError(f"'eps' must be in (0, 1) on the Jaccard distance, got {self.eps}")
+        if self.min_samples < 1 or self.k1 < 1 or self.k2 < 1:
+            raise ConfigError("'min_samples', 'k1' and 'k2' must be >= 1")
+        if self.k2 > self.k1:
+            raise ConfigError(f"'k2' ({self.k2}) must be <= 'k1' ({self.k1})")
+        if not self.temp > 0:
+            raise ConfigError(f"'temp' must be positive, got {self.temp}")
+        if not 0 <= self.momentum <= 1:
+            raise ConfigError(f"'momentum' must be in [0, 1], got {self.momentum}")
+        if self.update not in ("momentum", "hard"):
+            raise ConfigError(f"'update' must be momentum or hard, got {self.update!r}")
+        if self.max_empty_epochs < 1:
+            raise ConfigError(f"'max_empty_epochs' must be >= 1, got {self.max_empty_epochs}")
+
+
+# Cluster-Contrast's published schedule (Market-1501 / DukeMTMC-reID); the configs set the rest.
+CLUSTER_CONTRAST_DEFAULTS = {"batch_size": 256, "num_instances": 16, "camera_aware": True, "epochs": 50, "iters": 200,
+                             "lr": 3.5e-4, "weight_decay": 5e-4, "milestones": [20, 40], "warmup_epochs": 0.0,
+                             "pooling": "gem"}
+
+
+@dataclass
+class ISEOptions(ClusterContrastOptions):
+    eps: float = config_field("DBSCAN radius on the Jaccard distance (Market 0.4, MSMT17 0.7)", default=0.4)
+    momentum: float = config_field("memory update momentum", default=0.2)
+    update: str = config_field("memory update: momentum or hard", default="hard")
+    lambda0: float = config_field("support strength at the end of training is lambda0 / 2", default=1.0)
+    support_k: int = config_field("support samples per feature (nearest other clusters)", default=1)
+    lp_temp: float = config_field("temperature of the label-preserving loss", default=0.6)
+    lp_weight: float = config_field("weight of the label-preserving loss (Market 0.1, MSMT17 0.01)", default=0.1)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.support_k < 1:
+            raise ConfigError(f"'support_k' must be >= 1, got {self.support_k}")
+        if not self.lp_temp > 0:
+            raise ConfigError(f"'lp_temp' must be positive, got {self.lp_temp}")
+        if self.lp_weight < 0 or self.lambda0 < 0:
+            raise ConfigError("'lp_weight' and 'lambda0' must be >= 0")
+
+
+ISE_DEFAULTS = {**CLUSTER_CONTRAST_DEFAULTS, "epochs": 70, "iters": 400, "milestones": [30], "pooling": "avg"}

@@ -1,0 +1,96 @@
+"""The one evaluation path: a model scored on a data set's query/gallery split, and its pictures.
+
+The training engine and ``pyreid eval`` both call :func:`evaluate_split`
+(features by :func:`pyreid.evaluation.sharded.extract_items`, sharded across
+the processes of a distributed run; distances or re-ranking by
+:meth:`Evaluator.distances`; scores by :func:`evaluate`) and draw with
+:func:`plot_split`.
+
+Example:
+    >>> result = evaluate_split(model, build_dataset("market1501", "~/data"), height=256, width=128)  # doctest: +SKIP
+    >>> result.scores["mAP"], result.scores["rank1"]                                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Union
+
+import torch
+import torch.nn.functional as F
+
+from pyreid.distributed import DistInfo
+from pyreid.evaluation.evaluator import Evaluator
+from pyreid.evaluation.rank import evaluate
+from pyreid.evaluation.sharded import extract_items
+
+__all__ = ["SCORE_KEYS", "SplitResult", "evaluate_split", "plot_split"]
+
+# The scalar scores of an evaluation, as fractions in [0, 1].
+SCORE_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+
+
+@dataclass
+class SplitResult:
+    """Features, distances and scores of one evaluation (all CPU tensors)."""
+
+    query_features: torch.Tensor
+    gallery_features: torch.Tensor
+    query_pids: torch.Tensor
+    gallery_pids: torch.Tensor
+    query_camids: torch.Tensor
+    gallery_camids: torch.Tensor
+    distmat: torch.Tensor
+    scores: Dict[str, Any]
+
+    def summary(self) -> Dict[str, float]:
+        """The scalar scores (``SCORE_KEYS``) as floats."""
+        return {key: float(self.scores[key]) for key in SCORE_KEYS}
+
+
+def evaluate_split(model: torch.nn.Module, dataset: Any, *, height: int, width: int, batch_size: int = 128,
+                   workers: int = 4, device: Union[str, torch.device] = "cpu", flip: bool = False,
+                   rerank: bool = False, rerank_distance: str = "euclidean", progress: bool = True,
+                   dist: DistInfo = DistInfo()) -> SplitResult:
+    """Score ``model`` on ``dataset.query`` against ``dataset.gallery`` (Market-1501 protocol).
+
+    Features are extracted in eval mode with the test transform (``flip``
+    averages each image with its mirror), L2-normalised and compared with the
+    Euclidean distance, or k-reciprocal re-ranked (``rerank``; see
+    :class:`Evaluator` for ``rerank_distance``)."""
+    common = dict(height=height, width=width, batch_size=batch_size, num_workers=workers, device=device, flip=flip,
+                  progress=progress, dist=dist)
+    q_feat, q_pids, q_cams = extract_items(model, dataset.query, desc="query", **common)
+    g_feat, g_pids, g_cams = extract_items(model, dataset.gallery, desc="gallery", **common)
+    evaluator = Evaluator(model, [], [], rerank=rerank, rerank_distance=rerank_distance)
+    distmat = evaluator.distances(q_feat, g_feat)
+    scores = evaluate(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=min(50, distmat.shape[1]))
+    return SplitResult(q_feat, g_feat, q_pids, g_pids, q_cams, g_cams, distmat, scores)
+
+
+def plot_split(result: SplitResult, dataset: Any, prefix: str, label: str, embedding: bool = False) -> List[str]:
+    """Draw ``PREFIX cmc.png`` and ``PREFIX ranked_lists.png`` (six queries spread over the split) and,
+    with ``embedding``, ``PREFIX embedding.png`` (t-SNE of the test images of at most 30 identities);
+    returns the files written. ``prefix`` is a path stem such as ``runs/x/`` or ``runs/x/eval_``."""
+    from pyreid.evaluation.visualize import plot_cmc, plot_embedding, plot_ranked_lists
+
+    folder = os.path.dirname(prefix)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    written = [prefix + "cmc.png", prefix + "ranked_lists.png"]
+    plot_cmc({label: result.scores["cmc"]}, written[0], max_rank=20)
+    step = max(1, len(dataset.query) // 6)
+    plot_ranked_lists(result.distmat, [p for p, _, _ in dataset.query], [p for p, _, _ in dataset.gallery],
+                      result.query_pids, result.gallery_pids, result.query_camids, result.gallery_camids,
+                      written[1], query_indices=list(range(0, len(dataset.query), step))[:6])
+    if embedding:
+        features = torch.cat([result.query_features, result.gallery_features])
+        pids = torch.cat([result.query_pids, result.gallery_pids])
+        chosen = torch.unique(pids[pids > 0])[:30]
+        keep = torch.isin(pids, chosen)
+        if int(keep.sum()) >= 3:
+            written.append(prefix + "embedding.png")
+            plot_embedding(F.normalize(features[keep], dim=1), pids[keep], written[-1],
+                           title="t-SNE of the final test features")
+    return written

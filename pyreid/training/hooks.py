@@ -1,0 +1,203 @@
+"""What happens around the training loop, one hook each (fast-reid's ``hooks.py`` is the shape).
+
+The engine calls every hook, in order, at these points:
+
+* ``before_train(engine)``: once, after the models are built (and resumed);
+* ``after_step(engine, info)``: after every optimiser step;
+* ``after_epoch(engine, epoch, entry)``: after epoch ``epoch``'s training
+  (epoch 0: none), before ``entry`` joins the history: add numbers here;
+* ``epoch_done(engine, epoch)``: after the entry joined the history: write here;
+* ``after_train(engine)``: once, after the last epoch;
+* ``on_failure(engine, error)``: when the run stops on an error.
+
+A hook with state that must survive a resume returns it from ``state_dict``
+(saved in the checkpoint under the hook's ``name``). Only the main process
+writes files. The engine's own hooks: :class:`EvaluationHook`,
+:class:`RankCheckHook`, :class:`CheckpointHook`, :class:`CurvesHook`,
+:class:`FinalPlotsHook`; an algorithm adds its own through
+:meth:`pyreid.training.algorithm.Algorithm.hooks`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+import torch
+
+from pyreid.distributed import gather_objects_equal
+from pyreid.evaluation.protocol import SCORE_KEYS, SplitResult, evaluate_split, plot_split
+
+if TYPE_CHECKING:  # the engine imports this module
+    from pyreid.training.algorithm import StepInfo
+    from pyreid.training.engine import Engine
+
+__all__ = ["Hook", "EvaluationHook", "RankCheckHook", "CheckpointHook", "CurvesHook", "FinalPlotsHook",
+           "write_json_atomic"]
+
+
+class Hook:
+    """Does nothing at every point; subclasses override what they need."""
+
+    name = ""
+
+    def before_train(self, engine: "Engine") -> None:
+        pass
+
+    def after_step(self, engine: "Engine", info: "StepInfo") -> None:
+        pass
+
+    def after_epoch(self, engine: "Engine", epoch: int, entry: Dict[str, Any]) -> None:
+        pass
+
+    def epoch_done(self, engine: "Engine", epoch: int) -> None:
+        pass
+
+    def after_train(self, engine: "Engine") -> None:
+        pass
+
+    def on_failure(self, engine: "Engine", error: BaseException) -> None:
+        pass
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        pass
+
+
+def write_json_atomic(obj: Any, path: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class EvaluationHook(Hook):
+    """Scores the evaluated model at epoch 0, every ``eval_step`` epochs and after the last; keeps
+    ``best.pth`` (the best mAP so far). The algorithm's first evaluation split gives the run's scores,
+    the others are recorded under their name (``source_mAP``, ...)."""
+
+    name = "evaluation"
+
+    def __init__(self) -> None:
+        self.best: Dict[str, Any] = {"mAP": -1.0, "epoch": None}
+        self.final: Optional[SplitResult] = None
+
+    def due(self, engine: "Engine", epoch: int) -> bool:
+        return epoch == 0 or epoch % engine.config.eval_step == 0 or epoch == engine.config.epochs
+
+    def after_epoch(self, engine: "Engine", epoch: int, entry: Dict[str, Any]) -> None:
+        if not self.due(engine, epoch):
+            return
+        start = time.perf_counter()
+        splits = engine.algorithm.evaluation_splits()
+        for index, split in enumerate(splits):
+            result = engine.evaluate(split)
+            prefix = "" if index == 0 else f"{split}_"
+            entry.update({prefix + key: value for key, value in result.summary().items()})
+            if index == 0 and epoch == engine.config.epochs:
+                self.final = result
+            engine.log.info("epoch %d: %smAP %.1f%%  rank-1 %.1f%%  rank-5 %.1f%%  rank-10 %.1f%%  mINP %.1f%%",
+                            epoch, f"{split} " if index else "",
+                            *(100 * entry[prefix + key] for key in ("mAP", "rank1", "rank5", "rank10", "mINP")))
+        entry["eval_seconds"] = time.perf_counter() - start
+        if entry["mAP"] > self.best["mAP"]:
+            self.best = {"mAP": entry["mAP"], "epoch": epoch}
+            engine.save_best(epoch, {key: entry[key] for key in SCORE_KEYS})
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"best": dict(self.best)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.best = dict(state.get("best", self.best))
+
+
+class RankCheckHook(Hook):
+    """``check_ranks``: after every step, raise unless every process holds the same weights and
+    algorithm state (exact, by hash); at the end of an epoch the buffers too.
+
+    Mid-epoch the BatchNorm running statistics differ by design (each process
+    updates them from its own slice until the engine syncs them at the end of
+    the epoch), so they are compared only then."""
+
+    name = "rank_check"
+
+    def after_step(self, engine: "Engine", info: "StepInfo") -> None:
+        self.check(engine, info.epoch, info.iteration)
+
+    def after_epoch(self, engine: "Engine", epoch: int, entry: Dict[str, Any]) -> None:
+        if epoch > 0 and not entry.get("skipped"):
+            self.check(engine, epoch, engine.iters_per_epoch - 1, buffers=True)
+
+    @staticmethod
+    def check(engine: "Engine", epoch: int, iteration: int, buffers: bool = False) -> None:
+        state: Dict[str, torch.Tensor] = {}
+        for entry in engine.models:
+            prefix = "model." if entry.name == engine.algorithm.evaluated_model else f"{entry.name}."
+            state.update({prefix + k: v for k, v in entry.network.named_parameters()})
+            if buffers:
+                state.update({prefix + k: v for k, v in entry.network.named_buffers()})
+        state.update({f"algorithm.{k}": v for k, v in engine.algorithm.consistency_tensors().items()})
+        digests = [hashlib.sha1(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+                   .hexdigest() if v.numel() else "" for v in state.values()]
+        everyone = gather_objects_equal(digests)
+        if everyone is None:
+            return
+        for index, name in enumerate(state):
+            if len({rank[index] for rank in everyone}) > 1:
+                raise RuntimeError(f"check_ranks: the processes hold different {name} after epoch {epoch}, "
+                                   f"iteration {iteration}")
+
+
+class CheckpointHook(Hook):
+    """After every epoch (epoch 0 included): ``checkpoint.pth`` (atomic) and ``metrics.json``
+    (``{"config", "history", "status"}``); a failure is recorded in ``metrics.json``'s status."""
+
+    name = "checkpoint"
+
+    def epoch_done(self, engine: "Engine", epoch: int) -> None:
+        engine.save_checkpoint(epoch)
+        engine.write_metrics("running" if epoch < engine.config.epochs else "finished")
+
+    def on_failure(self, engine: "Engine", error: BaseException) -> None:
+        # A run that never finished epoch 0 leaves no metrics (so it can start again).
+        if engine.history:
+            done = engine.history[-1]["epoch"]
+            engine.write_metrics(f"failed after epoch {done}: {type(error).__name__}: {error}")
+
+
+class CurvesHook(Hook):
+    """``curves.png`` after every epoch: losses, scores and, for clustering algorithms, pseudo labels."""
+
+    name = "curves"
+
+    def epoch_done(self, engine: "Engine", epoch: int) -> None:
+        if not engine.dist.is_main:
+            return
+        from pyreid.training.plots import plot_training_curves
+
+        c = engine.config
+        plot_training_curves(engine.history, engine.path("curves.png"),
+                             title=f"{engine.algorithm_cls.name} on {c.data_set(engine.algorithm.evaluation_splits()[0])[0]} ({c.arch})")
+
+
+class FinalPlotsHook(Hook):
+    """At the end: ``cmc.png``, ``ranked_lists.png`` and ``embedding.png`` of the last evaluation."""
+
+    name = "final_plots"
+
+    def __init__(self, evaluation: EvaluationHook):
+        self.evaluation = evaluation
+
+    def after_train(self, engine: "Engine") -> None:
+        result = self.evaluation.final
+        if not engine.dist.is_main or result is None:
+            return
+        split = engine.algorithm.evaluation_splits()[0]
+        plot_split(result, engine.algorithm.data[split], engine.path(""),
+                   f"{engine.algorithm_cls.name}, epoch {engine.config.epochs}", embedding=True)
