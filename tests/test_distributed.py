@@ -81,7 +81,8 @@ def _small_net():
 def _bn_worker(rank, world, port, images, weights, out_dir):
     dist = _init(rank, world, port)
     try:
-        net = nn.parallel.DistributedDataParallel(_small_net())
+        # float64 on both sides: the comparison is of the grouping, not of float32 summation orders.
+        net = nn.parallel.DistributedDataParallel(_small_net().double())
         share = images.shape[0] // world
         out = net(images[rank * share:(rank + 1) * share])
         (out * weights[rank * share:(rank + 1) * share]).sum().backward()  # DDP averages the gradients
@@ -95,10 +96,10 @@ def test_bn_groups_equal_one_slice_per_process(tmp_path):
     """--bn-groups G in one process = G processes of one slice each: outputs, gradients, running statistics."""
     groups = 2
     g = torch.Generator().manual_seed(2)
-    images = torch.randn(8, 3, 6, 6, generator=g)
-    weights = torch.randn(8, 3, generator=g)
+    images = torch.randn(8, 3, 6, 6, generator=g, dtype=torch.float64)
+    weights = torch.randn(8, 3, generator=g, dtype=torch.float64)
     mp.spawn(_bn_worker, args=(groups, _free_port(), images, weights, str(tmp_path)), nprocs=groups, join=True)
-    net = convert_bn_groups(_small_net(), groups)
+    net = convert_bn_groups(_small_net().double(), groups)
     assert isinstance(net[1], GroupedBatchNorm2d) and net[1].groups == groups
     out = net(images)
     ((out * weights).sum() / groups).backward()  # the mean over processes of each one's loss
@@ -110,7 +111,7 @@ def test_bn_groups_equal_one_slice_per_process(tmp_path):
     for mine, theirs in zip(net.buffers(), ranks[0]["buffers"]):
         torch.testing.assert_close(mine, theirs)
     # And they are not those of the whole batch: the grouping changes something.
-    whole = _small_net()
+    whole = _small_net().double()
     whole(images)
     assert not torch.allclose(whole[1].running_var, net[1].running_var)
 

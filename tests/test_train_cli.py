@@ -155,12 +155,14 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, tm
     a = load_checkpoint(str(tmp_path / "straight" / "checkpoint.pth"))
     b = load_checkpoint(str(checkpoint))
     assert a["epoch"] == b["epoch"] == 3
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    for key in a["optimizer"]["state"]:
-        for name, value in a["optimizer"]["state"][key].items():
-            assert torch.equal(value, b["optimizer"]["state"][key][name])
+    model_a, model_b = a["models"]["model"], b["models"]["model"]
+    assert model_a.keys() == model_b.keys()
+    for key in model_a:
+        assert torch.equal(model_a[key], model_b[key]), key
+    optimizer_a, optimizer_b = a["optimizers"]["model"], b["optimizers"]["model"]
+    for key in optimizer_a["state"]:
+        for name, value in optimizer_a["state"][key].items():
+            assert torch.equal(value, optimizer_b["state"][key][name])
     assert _history_without_timings(a["history"]) == _history_without_timings(b["history"])
     metrics = json.loads((killed_dir / "metrics.json").read_text())
     assert _history_without_timings(metrics["history"]) == _history_without_timings(a["history"])

@@ -6,7 +6,7 @@ on first use, so the command line's help needs no torch.
 
 >>> from pyreid.algorithms import ALGORITHMS
 >>> sorted(ALGORITHMS)
-['cluster-contrast', 'ise', 'supervised', 'triplet']
+['cluster-contrast', 'ise', 'pul', 'supervised', 'triplet']
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator
 
-from pyreid.algorithms.options import (CLUSTER_CONTRAST_DEFAULTS, ISE_DEFAULTS, TRIPLET_DEFAULTS,
-                                       ClusterContrastOptions, ISEOptions, SupervisedOptions, TripletOptions)
+from pyreid.algorithms.options import (CLUSTER_CONTRAST_DEFAULTS, ISE_DEFAULTS, PUL_DEFAULTS, TRIPLET_DEFAULTS,
+                                       ClusterContrastOptions, ISEOptions, PULOptions, SupervisedOptions,
+                                       TripletOptions)
 
 __all__ = ["ALGORITHMS", "SPECS", "AlgorithmSpec", "Algorithm", "ClusterContrast", "ClusterContrastOptions", "ISE",
-           "ISEOptions", "NoClustersError", "StepInfo", "Supervised", "SupervisedOptions", "Triplet",
-           "TripletOptions"]
+           "ISEOptions", "NoClustersError", "PUL", "PULOptions", "StepInfo", "Supervised", "SupervisedOptions",
+           "Triplet", "TripletOptions"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ SPECS: Dict[str, AlgorithmSpec] = {spec.name: spec for spec in (
                   "Unsupervised: DBSCAN pseudo labels each epoch and a cluster-memory contrastive loss"),
     AlgorithmSpec("ise", "pyreid.algorithms.ise", "ISE", ISEOptions, ISE_DEFAULTS,
                   "Unsupervised: Cluster-Contrast with ISE's support samples and label-preserving loss"),
+    AlgorithmSpec("pul", "pyreid.algorithms.pul", "PUL", PULOptions, PUL_DEFAULTS,
+                  "Unsupervised: k-means pseudo labels of reliable images, fine-tuning restarted from the source "
+                  "model every round"),
 )}
 
 

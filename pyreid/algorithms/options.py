@@ -14,8 +14,8 @@ from typing import Optional
 
 from pyreid.training.config import ConfigError, config_field
 
-__all__ = ["CLUSTER_CONTRAST_DEFAULTS", "ISE_DEFAULTS", "TRIPLET_DEFAULTS", "ClusterContrastOptions", "ISEOptions",
-           "SupervisedOptions", "TripletOptions"]
+__all__ = ["CLUSTER_CONTRAST_DEFAULTS", "ISE_DEFAULTS", "PUL_DEFAULTS", "TRIPLET_DEFAULTS", "ClusterContrastOptions",
+           "ISEOptions", "PULOptions", "SupervisedOptions", "TripletOptions"]
 
 
 @dataclass
@@ -141,3 +141,56 @@ class ISEOptions(ClusterContrastOptions):
 
 
 ISE_DEFAULTS = {**CLUSTER_CONTRAST_DEFAULTS, "epochs": 70, "iters": 400, "milestones": [30], "pooling": "avg"}
+
+
+@dataclass
+class PULOptions:
+    clusters: int = config_field("K, k-means clusters (published: 750 on a Market-1501 target, 700 on DukeMTMC-reID)",
+                                 default=750)
+    threshold: float = config_field("lambda: an image is reliable when its cosine similarity to the centre (the "
+                                    "real image nearest a centroid) exceeds it", default=0.85)
+    round_epochs: int = config_field("epochs per round; --epochs / --round-epochs rounds in all (published 20 x 25)",
+                                     default=20)
+    selection: str = config_field("own-centre (the paper: similarity to its own cluster's centre) or any-centre "
+                                  "(the published code: to any centre; the image keeps its own label)",
+                                  default="own-centre")
+    patience: int = config_field("stop after this many rounds in a row without more selected images (the paper's "
+                                 "convergence rule; 0 = run every round, as the published code)", default=0)
+    normalize: bool = config_field("L2-normalise the features before k-means (published: not)", default=False)
+    labelled_ids: int = config_field("semi-supervised: the first N training identities keep their labels and are "
+                                     "always selected; the rest is clustered into K - N (published: 50)", default=0)
+    kmeans_iters: int = config_field("k-means iteration cap", default=300)
+    head: str = config_field("published (pooled features -> dropout -> K-way softmax) or bnneck (pyreid's BN neck "
+                             "and bias-free classifier)", default="published")
+    dropout: float = config_field("dropout before the classifier with the published head", default=0.5)
+    augmentation: str = config_field("published (rotation 20 deg, shifts 0.2, no flip) or reid (flip, pad + crop, "
+                                     "random erasing)", default="published")
+    sampling: str = config_field("images (shuffled batches, published) or identities (P x K batches)",
+                                 default="images")
+
+    def validate(self) -> None:
+        if self.clusters < 1:
+            raise ConfigError(f"'clusters' must be >= 1, got {self.clusters}")
+        if not -1 < self.threshold <= 1:
+            raise ConfigError(f"'threshold' must be in (-1, 1] (a cosine similarity), got {self.threshold}")
+        if self.round_epochs < 1 or self.kmeans_iters < 1:
+            raise ConfigError("'round_epochs' and 'kmeans_iters' must be >= 1")
+        if self.patience < 0 or self.labelled_ids < 0:
+            raise ConfigError("'patience' and 'labelled_ids' must be >= 0")
+        if self.labelled_ids >= self.clusters:
+            raise ConfigError(f"'labelled_ids' ({self.labelled_ids}) must be below 'clusters' ({self.clusters}): the "
+                              "unlabelled images are clustered into clusters - labelled_ids")
+        choices = {"selection": ("own-centre", "any-centre"), "head": ("published", "bnneck"),
+                   "augmentation": ("published", "reid"), "sampling": ("images", "identities")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"'{key}' must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"'dropout' must be in [0, 1), got {self.dropout}")
+
+
+# PUL's published fine-tuning: SGD 1e-3 with momentum 0.9, batch 16, a constant rate, 25 rounds of 20 epochs;
+# average pooling, last stride 2 (a plain ResNet-50).
+PUL_DEFAULTS = {"optimizer": "sgd", "lr": 1e-3, "sgd_momentum": 0.9, "weight_decay": 0.0, "batch_size": 16,
+                "num_instances": 4, "epochs": 500, "milestones": [], "warmup_epochs": 0.0, "pooling": "avg",
+                "last_stride": 2, "eval_step": 20}

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,11 +32,12 @@ from pyreid.cluster.quality import pseudo_label_quality
 from pyreid.distributed import DistInfo, broadcast
 
 __all__ = ["DBSCANClustering", "KMeansClustering", "PseudoLabeler", "PseudoLabelResult", "cluster_centroids",
-           "relabel"]
+           "relabel", "selection_quality"]
 
 logger = logging.getLogger("pyreid.cluster")
 
-# A clustering: N x D features -> (N labels with -1 for outliers, {"<stage>_seconds": ...}), or labels alone.
+# A clustering: N x D features -> (N labels with -1 for outliers, {name: number} to record, timings named
+# "<stage>_seconds"), or labels alone.
 Clustering = Callable[[torch.Tensor], Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, float]]]]
 # A selection: (features, labels) -> N bools, the images to train on.
 Selection = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -107,9 +109,17 @@ class KMeansClustering:
     normalize: bool = True
     name = "k-means"
 
+    def __post_init__(self):
+        self.centroids: Optional[torch.Tensor] = None
+
     def __call__(self, features: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """Labels 0..k-1; the centroids of the last call stay in ``self.centroids`` (in the space
+        k-means ran in: normalised features with ``normalize``)."""
         step = kmeans_pseudo_labels(features, self.k, iters=self.iters, seed=self.seed, normalize=self.normalize)
-        return step.labels, {"kmeans_seconds": step.timings["kmeans"]}
+        self.centroids = step.centroids
+        x = F.normalize(features, dim=1) if self.normalize else features
+        inertia = float(((x.float() - step.centroids[step.labels].float()) ** 2).sum())
+        return step.labels, {"kmeans_seconds": step.timings["kmeans"], "kmeans_inertia": inertia}
 
     def describe(self) -> str:
         return f"k {self.k}"
@@ -135,6 +145,8 @@ class PseudoLabelResult:
                 f"({stages})")
         if "selected" in m:
             text += f"; {int(m['selected'])} selected"
+            if "selection_precision" in m:
+                text += f" (selection precision {m['selection_precision']:.3f})"
         if "ari" in m:
             text += (f"; against the true identities: ARI {m['ari']:.3f}, NMI {m['nmi']:.3f}, pairwise precision "
                      f"{m['precision']:.3f}, recall {m['recall']:.3f}")
@@ -147,9 +159,13 @@ class PseudoLabeler:
     Args:
         clustering: :class:`DBSCANClustering`, :class:`KMeansClustering` or a
             function from N x D features to N labels (-1 = outlier), optionally
-            with a dict of stage timings (``"<stage>_seconds"``).
+            with a dict of numbers to record (timings named ``"<stage>_seconds"``).
         select: optional function ``(features, labels) -> N bools``: images
-            not selected get label -1 for this step (``selected`` counts the rest).
+            not selected get label -1 for this step. Recorded: ``selected``
+            (how many), and with true identities the quality of the selected
+            images' labels (``selected_ari``, ...) and ``selection_precision``,
+            the share of selected images whose cluster's majority identity (over
+            all its images) is their own; ``ari``, ... stay the clustering's.
         renumber: renumber the clusters 0..K-1 (off: the clustering's labels
             are kept, e.g. a fixed K-way classifier's).
         device: where the features are clustered.
@@ -184,6 +200,7 @@ class PseudoLabeler:
             if self.select is not None:
                 keep = self.select(features, labels).cpu().to(torch.bool)
         labels = broadcast(labels)
+        clustered_labels = labels
         if self.select is not None:
             keep = broadcast(keep.to(torch.uint8)).to(torch.bool)  # as bytes: not every backend sends bools
             labels = torch.where(keep, labels, torch.full_like(labels, -1))
@@ -192,14 +209,20 @@ class PseudoLabeler:
             labels, num_clusters = relabel(labels)
         else:
             num_clusters = int(torch.unique(labels[labels >= 0]).numel())
-        metrics = self._record(labels, num_clusters, extracted - start, clustered - extracted, timings, identities)
-        if self.select is not None:
+        metrics = self._record(labels, num_clusters, extracted - start, clustered - extracted, timings)
+        known = identities is not None and len(set(identities)) > 1
+        if self.select is None:
+            if known:
+                metrics.update(pseudo_label_quality(labels.numpy(), list(identities)))
+        else:
             metrics["selected"] = int(keep.sum())
+            if known:
+                metrics.update(selection_quality(clustered_labels, keep, identities))
         return PseudoLabelResult(labels, num_clusters, features, metrics)
 
     @staticmethod
     def _record(labels: torch.Tensor, num_clusters: int, extraction: float, clustering: float,
-                timings: Dict[str, float], identities: Optional[Sequence[int]]) -> Dict[str, float]:
+                timings: Dict[str, float]) -> Dict[str, float]:
         clustered = labels[labels >= 0]
         sizes = torch.bincount(clustered) if clustered.numel() else torch.zeros(1, dtype=torch.int64)
         metrics: Dict[str, float] = {
@@ -211,7 +234,23 @@ class PseudoLabeler:
             **timings,
             "pseudo_label_seconds": extraction + clustering,
         }
-        # Real and synthetic training sets carry identities; a set of one identity carries none.
-        if identities is not None and len(set(identities)) > 1:
-            metrics.update(pseudo_label_quality(labels.numpy(), list(identities)))
         return metrics
+
+
+def selection_quality(labels: torch.Tensor, keep: torch.Tensor, identities: Sequence[int]) -> Dict[str, float]:
+    """The clustering's quality (``ari``, ``nmi``, ``precision``, ``recall``, ``f1`` over all images), the
+    selected images' (``selected_ari``, ...), and ``selection_precision``: the share of selected images
+    whose cluster's majority identity, over all the cluster's images, is their own."""
+    ids = np.asarray(list(identities))
+    y = labels.numpy()
+    metrics = pseudo_label_quality(y, ids)
+    chosen = keep.numpy()
+    if chosen.any():
+        metrics.update({f"selected_{k}": v for k, v in pseudo_label_quality(y[chosen], ids[chosen]).items()})
+    majority = {}
+    for cluster in np.unique(y[y >= 0]):
+        values, counts = np.unique(ids[y == cluster], return_counts=True)
+        majority[int(cluster)] = values[np.argmax(counts)]
+    right = [majority.get(int(c)) == i for c, i in zip(y[chosen], ids[chosen]) if c >= 0]
+    metrics["selection_precision"] = float(np.mean(right)) if right else 0.0
+    return metrics

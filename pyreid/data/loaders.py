@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pyreid.data.samplers import CameraAwareIdentitySampler, RandomIdentitySampler
+from pyreid.data.samplers import CameraAwareIdentitySampler, RandomIdentitySampler, RandomImageSampler
 from pyreid.data.transforms import build_transforms
 
 __all__ = ["ImageDataset", "SeededSampler", "ZippedLoader", "read_image", "build_train_loader", "build_test_loader"]
@@ -97,18 +97,21 @@ class SeededSampler(Sampler):
 def build_train_loader(items: Sequence[Tuple[str, int, int]], batch_size: int = 64, num_instances: int = 4,
                        iters: int = 200, *, height: int = 256, width: int = 128, transform: Optional[Callable] = None,
                        camera_aware: bool = False, num_workers: int = 4, seed: int = 0,
-                       pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
+                       pin_memory: bool = False, rank: int = 0, world_size: int = 1,
+                       shuffle_images: bool = False) -> DataLoader:
     """A loader of ``iters`` PK batches per epoch (P = batch_size / num_instances identities x K).
 
     ``camera_aware`` picks :class:`CameraAwareIdentitySampler` (Cluster-Contrast)
-    instead of :class:`RandomIdentitySampler`. ``transform`` defaults to the
+    instead of :class:`RandomIdentitySampler`; ``shuffle_images`` picks
+    :class:`RandomImageSampler` (plain shuffled batches, no P x K structure). ``transform`` defaults to the
     training transforms at height x width. ``seed`` fixes the sampled indices
     and every image's augmentation (:class:`SeededSampler`), whatever
     ``num_workers``: ``loader.sampler.set_epoch(e)`` replays epoch e exactly.
     ``batch_size`` is the global batch; with ``world_size > 1`` this process
     loads its ``batch_size / world_size`` share of each (see the samplers).
     """
-    sampler_cls = CameraAwareIdentitySampler if camera_aware else RandomIdentitySampler
+    sampler_cls = (RandomImageSampler if shuffle_images else
+                   CameraAwareIdentitySampler if camera_aware else RandomIdentitySampler)
     sampler = sampler_cls(items, batch_size=batch_size, num_instances=num_instances, iters=iters, seed=seed,
                           rank=rank, world_size=world_size)
     transform = transform if transform is not None else build_transforms(height, width, train=True)

@@ -13,6 +13,10 @@ batch, which uniform shuffling does not give. Both samplers here yield
   random anchor, the other K - 1 are drawn from its images taken by *other*
   cameras, so positives cross cameras, which is what re-ID must learn.
 
+For classification alone (PUL's published fine-tuning) :class:`RandomImageSampler`
+shuffles the images instead, so large clusters are drawn as often as they
+have images.
+
 "Iteration-based" training (Cluster-Contrast, SpCL) runs a fixed number of
 iterations per epoch rather than one pass over the data, because in
 unsupervised training the number of pseudo-identities changes every epoch.
@@ -43,7 +47,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["RandomIdentitySampler", "CameraAwareIdentitySampler"]
+__all__ = ["RandomIdentitySampler", "CameraAwareIdentitySampler", "RandomImageSampler"]
 
 
 def _take(pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -161,3 +165,43 @@ class CameraAwareIdentitySampler(RandomIdentitySampler):
         if len(pool) == 0:
             pool = np.array([anchor])
         return np.concatenate([[anchor], _take(pool, k - 1, rng)])
+
+
+class RandomImageSampler(Sampler[int]):
+    """Uniformly shuffled images (items with pid < 0 never drawn), ``iters`` batches per epoch.
+
+    The indices are consecutive random permutations of the images, cut into
+    batches of ``batch_size``; deterministic in ``seed`` and the epoch like the
+    PK samplers, and under torch.distributed rank r yields the r-th slice of
+    every global batch. ``num_instances`` is accepted and ignored, so the
+    loader builds it like the others.
+    """
+
+    def __init__(self, items: Sequence[Tuple[str, int, int]], batch_size: int, num_instances: int = 1,
+                 iters: int = 1, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if batch_size < 1 or iters < 1:
+            raise ValueError(f"batch_size and iters must be >= 1, got {batch_size} and {iters}")
+        if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
+            raise ValueError(f"batch_size ({batch_size}) must split evenly across {world_size} processes "
+                             f"(rank {rank})")
+        self.indices = np.array([i for i, (_, pid, _) in enumerate(items) if pid >= 0], dtype=np.int64)
+        if len(self.indices) == 0:
+            raise ValueError("RandomImageSampler: no labelled image to draw (every pid < 0)")
+        self.batch_size, self.iters, self.seed = batch_size, iters, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.iters * self.batch_size // self.world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch, 2])
+        self.epoch += 1
+        needed = self.iters * self.batch_size
+        order = np.concatenate([rng.permutation(self.indices) for _ in range(-(-needed // len(self.indices)))])
+        share = self.batch_size // self.world_size
+        for batch in order[:needed].reshape(self.iters, self.batch_size):
+            yield from batch[self.rank * share:(self.rank + 1) * share].tolist()

@@ -27,8 +27,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_transforms(height: int = 256, width: int = 128, train: bool = True, *, flip_prob: float = 0.5,
-                     pad: int = 10, erasing_prob: float = 0.5, mean: Sequence[float] = IMAGENET_MEAN,
-                     std: Sequence[float] = IMAGENET_STD) -> T.Compose:
+                     pad: int = 10, erasing_prob: float = 0.5, rotation: float = 0.0, shift: float = 0.0,
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> T.Compose:
     """PIL image -> normalised 3 x height x width float tensor.
 
     Args:
@@ -38,6 +38,9 @@ def build_transforms(height: int = 256, width: int = 128, train: bool = True, *,
         pad: pixels of zero padding before a random crop back to the size (0 disables it).
         erasing_prob: probability of random erasing (0 disables it); the erased
             box is set to 0 after normalisation, i.e. to the mean colour.
+        rotation, shift: a random rotation of up to ``rotation`` degrees and a
+            translation of up to ``shift`` of the width / height (PUL's Keras
+            augmentation: 20 and 0.2, no flip, pad or erasing); 0 disables them.
         mean, std: normalisation statistics (ImageNet's by default, what
             pretrained backbones expect).
     """
@@ -53,6 +56,8 @@ def build_transforms(height: int = 256, width: int = 128, train: bool = True, *,
             steps.append(T.RandomHorizontalFlip(flip_prob))
         if pad > 0:
             steps += [T.Pad(pad), T.RandomCrop((height, width))]
+        if rotation > 0 or shift > 0:
+            steps.append(T.RandomAffine(rotation, translate=(shift, shift) if shift > 0 else None))
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     if train and erasing_prob > 0:
         steps.append(T.RandomErasing(p=erasing_prob, value=0))

@@ -87,12 +87,14 @@ def convert_bn_groups(module: nn.Module, groups: int) -> nn.Module:
         if grouped is not None:
             if not child.track_running_stats:
                 raise ValueError(f"bn_groups: {name} keeps no running statistics; grouped BN needs them")
+            # The child's device and dtype first, so its values load without a round trip through float32.
+            reference = child.weight if child.affine else child.running_mean
+            grouped.to(device=reference.device, dtype=reference.dtype)
             grouped.load_state_dict(child.state_dict())
             if child.affine:
                 grouped.weight.requires_grad_(child.weight.requires_grad)
                 grouped.bias.requires_grad_(child.bias.requires_grad)
             grouped.groups = groups
-            grouped.to(child.weight.device if child.affine else child.running_mean.device)
             setattr(module, name, grouped)
         else:
             convert_bn_groups(child, groups)

@@ -41,7 +41,7 @@ class ReIDModel(nn.Module):
 
     def __init__(self, body: nn.Module, channels: int, pooling: str = "avg", neck: str = "bn",
                  embedding_dim: int = 0, num_classes: int = 0, embedding_dropout: float = 0.0,
-                 normalize: bool = False):
+                 normalize: bool = False, classifier_dropout: float = 0.0):
         super().__init__()
         if neck not in ("bn", "none"):
             raise ValueError(f"build_model: unknown neck '{neck}'; expected 'bn' or 'none'")
@@ -50,6 +50,10 @@ class ReIDModel(nn.Module):
                              f"and {num_classes}")
         if not 0.0 <= embedding_dropout < 1.0:
             raise ValueError(f"build_model: embedding_dropout must be in [0, 1), got {embedding_dropout}")
+        if not 0.0 <= classifier_dropout < 1.0:
+            raise ValueError(f"build_model: classifier_dropout must be in [0, 1), got {classifier_dropout}")
+        if classifier_dropout > 0 and num_classes == 0:
+            raise ValueError("build_model: classifier_dropout needs a classifier (num_classes > 0)")
         if embedding_dropout > 0 and embedding_dim == 0:
             raise ValueError("build_model: embedding_dropout needs an embedding layer (embedding_dim > 0)")
         self.backbone = body
@@ -71,6 +75,8 @@ class ReIDModel(nn.Module):
             self.neck.bias.requires_grad_(False)
         else:
             self.neck = nn.Identity()
+        # Dropout on the classifier's input only (PUL's head: pooled features -> dropout 0.5 -> softmax).
+        self.classifier_dropout = nn.Dropout(classifier_dropout) if classifier_dropout > 0 else nn.Identity()
         if num_classes > 0:
             self.classifier = nn.Linear(self.feature_dim, num_classes, bias=False)
             nn.init.normal_(self.classifier.weight, std=0.001)
@@ -87,7 +93,7 @@ class ReIDModel(nn.Module):
             neck_features = F.normalize(neck_features, dim=1)
         if not self.training:
             return neck_features
-        logits = self.classifier(neck_features) if self.classifier is not None else None
+        logits = self.classifier(self.classifier_dropout(neck_features)) if self.classifier is not None else None
         return ReIDOutput(features, neck_features, logits)
 
 
@@ -139,7 +145,8 @@ def load_weights(model: ReIDModel, path: Union[str, os.PathLike]) -> LoadReport:
 
 def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optional[Union[str, os.PathLike]] = None,
                 pooling: str = "avg", last_stride: int = 1, neck: str = "bn", embedding_dim: int = 0,
-                num_classes: int = 0, embedding_dropout: float = 0.0, normalize: bool = False) -> ReIDModel:
+                num_classes: int = 0, embedding_dropout: float = 0.0, normalize: bool = False,
+                classifier_dropout: float = 0.0) -> ReIDModel:
     """A re-ID model on a torchvision backbone.
 
     Args:
@@ -160,6 +167,8 @@ def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optio
         num_classes: > 0 adds a bias-free linear classifier on the neck features.
         embedding_dropout: dropout before the embedding's linear layer (needs
             ``embedding_dim > 0``).
+        classifier_dropout: dropout on the classifier's input in train mode
+            (PUL: 0.5; needs ``num_classes > 0``).
         normalize: L2-normalise the output features (train and eval). With
             ``embedding_dim=128, embedding_dropout=0.5, neck="none"`` this is
             the classic metric-learning head: dropout -> 128-d linear -> BN ->
@@ -179,9 +188,11 @@ def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optio
     """
     body, channels = build_backbone(arch, pretrained=pretrained, last_stride=last_stride)
     model = ReIDModel(body, channels, pooling=pooling, neck=neck, embedding_dim=embedding_dim,
-                      num_classes=num_classes, embedding_dropout=embedding_dropout, normalize=normalize)
+                      num_classes=num_classes, embedding_dropout=embedding_dropout, normalize=normalize,
+                      classifier_dropout=classifier_dropout)
     model.build_args = dict(arch=arch, pretrained=False, pooling=pooling, last_stride=last_stride, neck=neck,
                             embedding_dim=embedding_dim, num_classes=num_classes,
-                            embedding_dropout=embedding_dropout, normalize=normalize)
+                            embedding_dropout=embedding_dropout, normalize=normalize,
+                            classifier_dropout=classifier_dropout)
     model.load_report = load_weights(model, weights) if weights is not None else None
     return model

@@ -140,6 +140,11 @@ class Algorithm:
         ``_seconds`` are timings (they may differ between a resumed and an uninterrupted run)."""
         return {}
 
+    def stop_reason(self) -> Optional[str]:
+        """Why training should end before ``epochs`` (e.g. PUL's selection stopped growing), or None.
+        Asked after every epoch; the engine evaluates that epoch and ends the run as finished."""
+        return None
+
     def evaluation_splits(self) -> List[str]:
         """The data sets whose query/gallery split is scored: the first one's scores are the run's
         (``mAP``, ...), the others' are recorded under their name (``source_mAP``, ...)."""
@@ -174,14 +179,15 @@ class Algorithm:
                            last_stride=c.last_stride, **kwargs)
 
     def train_loader(self, items: Sequence[Tuple[str, int, int]], epoch: int, camera_aware: Optional[bool] = None,
-                     batch_size: Optional[int] = None):
-        """This epoch's PK loader over ``items`` (deterministic in the seed and the epoch)."""
+                     batch_size: Optional[int] = None, shuffle_images: bool = False, transform=None):
+        """This epoch's loader over ``items`` (deterministic in the seed and the epoch): P x K batches, or
+        shuffled images with ``shuffle_images``; ``transform`` replaces the training augmentation."""
         c = self.config
         loader = build_train_loader(
             items, batch_size=batch_size or c.batch_size, num_instances=c.num_instances, iters=self.iters_per_epoch,
             height=c.height, width=c.width, camera_aware=c.camera_aware if camera_aware is None else camera_aware,
             num_workers=c.workers, seed=c.seed, pin_memory=self.device.type == "cuda", rank=self.dist.rank,
-            world_size=self.dist.world_size)
+            world_size=self.dist.world_size, shuffle_images=shuffle_images, transform=transform)
         loader.sampler.set_epoch(epoch)
         return loader
 

@@ -121,6 +121,7 @@ class Engine:
         self.history: List[Dict[str, Any]] = []
         self.evaluation = EvaluationHook()
         self.hooks: List[Hook] = []
+        self.stop_reason: Optional[str] = None  # set when the algorithm ends training early
 
     @property
     def best(self) -> Dict[str, Any]:
@@ -379,11 +380,16 @@ class Engine:
                     entry: Dict[str, Any] = {"epoch": epoch}
                     if epoch > 0:
                         self._train_epoch(epoch, entry)
+                        self.stop_reason = self.algorithm.stop_reason()
                     self._call("after_epoch", epoch, entry)
                     self.history.append(entry)
                     if epoch == 0:
                         self.algorithm.setup()
                     self._call("epoch_done", epoch)
+                    if self.stop_reason:
+                        self.log.info("%s ends at epoch %d of %d: %s", self.algorithm_cls.name, epoch, c.epochs,
+                                      self.stop_reason)
+                        break
                 self._call("after_train")
             except BaseException as e:
                 done = self.history[-1]["epoch"] if self.history else None

@@ -89,7 +89,8 @@ class EvaluationHook(Hook):
         self.final: Optional[SplitResult] = None
 
     def due(self, engine: "Engine", epoch: int) -> bool:
-        return epoch == 0 or epoch % engine.config.eval_step == 0 or epoch == engine.config.epochs
+        c = engine.config
+        return epoch == 0 or epoch % c.eval_step == 0 or epoch == c.epochs or bool(engine.stop_reason)
 
     def after_epoch(self, engine: "Engine", epoch: int, entry: Dict[str, Any]) -> None:
         if not self.due(engine, epoch):
@@ -100,7 +101,7 @@ class EvaluationHook(Hook):
             result = engine.evaluate(split)
             prefix = "" if index == 0 else f"{split}_"
             entry.update({prefix + key: value for key, value in result.summary().items()})
-            if index == 0 and epoch == engine.config.epochs:
+            if index == 0 and (epoch == engine.config.epochs or engine.stop_reason):
                 self.final = result
             engine.log.info("epoch %d: %smAP %.1f%%  rank-1 %.1f%%  rank-5 %.1f%%  rank-10 %.1f%%  mINP %.1f%%",
                             epoch, f"{split} " if index else "",
@@ -162,7 +163,10 @@ class CheckpointHook(Hook):
 
     def epoch_done(self, engine: "Engine", epoch: int) -> None:
         engine.save_checkpoint(epoch)
-        engine.write_metrics("running" if epoch < engine.config.epochs else "finished")
+        if engine.stop_reason:
+            engine.write_metrics(f"finished at epoch {epoch}: {engine.stop_reason}")
+        else:
+            engine.write_metrics("running" if epoch < engine.config.epochs else "finished")
 
     def on_failure(self, engine: "Engine", error: BaseException) -> None:
         # A run that never finished epoch 0 leaves no metrics (so it can start again).
@@ -199,5 +203,6 @@ class FinalPlotsHook(Hook):
         if not engine.dist.is_main or result is None:
             return
         split = engine.algorithm.evaluation_splits()[0]
-        plot_split(result, engine.algorithm.data[split], engine.path(""),
-                   f"{engine.algorithm_cls.name}, epoch {engine.config.epochs}", embedding=True)
+        epoch = engine.history[-1]["epoch"]
+        plot_split(result, engine.algorithm.data[split], engine.path(""), f"{engine.algorithm_cls.name}, epoch {epoch}",
+                   embedding=True)
