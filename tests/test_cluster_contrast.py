@@ -13,11 +13,18 @@ import torch
 import torch.nn.functional as F
 
 from pyreid.algorithms import ISE, ClusterContrast, NoClustersError
-from pyreid.cluster import cluster_centroids, relabel
 from pyreid.cli import main
+from pyreid.cluster import cluster_centroids, relabel
 from pyreid.data import SynthConfig, build_dataset, generate
-from pyreid.training import Engine, NonFiniteLossError, TrainConfig, load_checkpoint, resolve_config
-from pyreid.training import StepInfo, is_timing
+from pyreid.training import (
+    Engine,
+    NonFiniteLossError,
+    StepInfo,
+    TrainConfig,
+    is_timing,
+    load_checkpoint,
+    resolve_config,
+)
 
 CLUSTER_KEYS = {"num_clusters", "num_outliers", "largest_cluster", "largest_cluster_share", "pseudo_label_seconds",
                 "extraction_seconds", "jaccard_seconds", "dbscan_seconds", "ari", "nmi", "precision", "recall"}

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pyreid.algorithms import PUL
-from pyreid.algorithms.pul import _PULClustering, centre_indices, reliable, stopped_growing
 from pyreid.algorithms.options import PULOptions
+from pyreid.algorithms.pul import _PULClustering, centre_indices, reliable, stopped_growing
 from pyreid.cli import main
 from pyreid.data import SynthConfig, generate
 from pyreid.training import ConfigError, Engine, TrainConfig, is_timing, load_checkpoint, resolve_config
@@ -200,3 +200,37 @@ def test_cli_run_with_the_published_head_and_plots(sets, source_model, tmp_path)
     assert (out / "self_paced.png").stat().st_size > 0
     args = load_checkpoint(str(out / "best.pth"))["model_args"]
     assert (args["neck"], args["num_classes"], args["classifier_dropout"]) == ("none", 8, 0.5)
+
+
+def test_shipped_configs_hold_the_published_settings():
+    from pyreid.training import resolve_config
+
+    for name, dataset, k in (("pul_duke_to_market", "market1501", 750), ("pul_market_to_duke", "dukemtmcreid", 700)):
+        _, c, o = resolve_config("pul", config=name)
+        assert (c.dataset, o.clusters, o.threshold, c.epochs // o.round_epochs, o.round_epochs) == (dataset, k, 0.85,
+                                                                                                  25, 20)
+        assert (c.arch, c.pooling, c.last_stride, c.height, c.width, c.batch_size) == ("resnet50", "avg", 2, 224, 224,
+                                                                                      16)
+        assert (c.optimizer, c.lr, c.sgd_momentum, c.weight_decay, c.milestones) == ("sgd", 1e-3, 0.9, 0.0, [])
+        assert (o.head, o.dropout, o.augmentation, o.sampling, o.normalize) == ("published", 0.5, "published",
+                                                                                "images", False)
+
+
+def test_two_processes_select_the_same_images(sets, source_model, tmp_path):
+    """Under torchrun the main process clusters and selects; --check-ranks compares the labels (and the
+    weights) of both processes after every step."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "pyreid",
+           "train", "pul", "--data-root", str(sets / "target"), "--arch", "resnet18", "--height", "128", "--width",
+           "64", "--epochs", "2", "--round-epochs", "1", "--iters", "2", "--batch-size", "8", "--workers", "0",
+           "--eval-step", "2", "--no-progress", "--no-plots", "--out", str(out), "--weights", source_model,
+           "--clusters", "8", "--threshold", "0.95", "--test-batch-size", "16", "--check-ranks"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h.get("round") for h in history[1:]] == [1, 2] and all("selected" in h for h in history[1:])

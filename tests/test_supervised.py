@@ -5,10 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from pyreid.algorithms import Supervised, SupervisedOptions
-from pyreid.training import StepInfo
 from pyreid.algorithms.supervised import class_mean_weights
 from pyreid.data import SynthConfig, build_dataset, generate
-from pyreid.training import ConfigError, TrainConfig
+from pyreid.training import ConfigError, StepInfo, TrainConfig
 
 
 def test_class_mean_weights_are_the_normalised_class_means():

@@ -17,8 +17,7 @@ import torch
 
 from pyreid.cli import main
 from pyreid.data import SynthConfig, generate
-from pyreid.training import Engine, NonFiniteLossError, TrainConfig, load_checkpoint
-from pyreid.training import is_timing
+from pyreid.training import Engine, NonFiniteLossError, TrainConfig, is_timing, load_checkpoint
 
 SCORES = ("mAP", "rank1", "rank5", "rank10", "mINP")
 

@@ -17,8 +17,6 @@ import signal
 import sys
 from dataclasses import dataclass
 
-import torch
-
 from pyreid import distributed
 from pyreid.losses import CrossEntropyLoss
 from pyreid.training import Algorithm, Engine, TrainConfig

@@ -18,9 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator
 
-from pyreid.algorithms.options import (CLUSTER_CONTRAST_DEFAULTS, ISE_DEFAULTS, PUL_DEFAULTS, TRIPLET_DEFAULTS,
-                                       ClusterContrastOptions, ISEOptions, PULOptions, SupervisedOptions,
-                                       TripletOptions)
+from pyreid.algorithms.options import (
+    CLUSTER_CONTRAST_DEFAULTS,
+    ISE_DEFAULTS,
+    PUL_DEFAULTS,
+    TRIPLET_DEFAULTS,
+    ClusterContrastOptions,
+    ISEOptions,
+    PULOptions,
+    SupervisedOptions,
+    TripletOptions,
+)
 
 __all__ = ["ALGORITHMS", "SPECS", "AlgorithmSpec", "Algorithm", "ClusterContrast", "ClusterContrastOptions", "ISE",
            "ISEOptions", "NoClustersError", "PUL", "PULOptions", "StepInfo", "Supervised", "SupervisedOptions",

@@ -43,8 +43,15 @@ from pyreid.evaluation.protocol import SCORE_KEYS, SplitResult, evaluate_split
 from pyreid.training import checkpoint as ckpt_io
 from pyreid.training.algorithm import Algorithm, StepInfo
 from pyreid.training.config import ConfigError, TrainConfig
-from pyreid.training.hooks import (CheckpointHook, CurvesHook, EvaluationHook, FinalPlotsHook, Hook, RankCheckHook,
-                                   write_json_atomic)
+from pyreid.training.hooks import (
+    CheckpointHook,
+    CurvesHook,
+    EvaluationHook,
+    FinalPlotsHook,
+    Hook,
+    RankCheckHook,
+    write_json_atomic,
+)
 
 __all__ = ["Engine", "NonFiniteLossError", "RunExistsError", "resolve_device", "is_timing"]
 
