@@ -9,6 +9,9 @@ Examples:
     $ pyreid train supervised --config supervised_synthetic_cpu --data-root data/synthetic --out runs/sup
     $ pyreid train supervised --out runs/sup --resume
     $ pyreid eval --checkpoint runs/sup/best.pth --rerank --plots
+    $ pyreid extract --checkpoint runs/sup/best.pth --images photos/ --out feats.npz
+    $ pyreid search --checkpoint runs/sup/best.pth --query q.jpg --gallery photos/ --topk 10
+    $ pyreid export --checkpoint runs/sup/best.pth --format onnx --out model.onnx
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import time
 import typing
@@ -174,10 +178,20 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--out", help="output folder (default: the checkpoint's folder)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=128, help="images per extraction batch (default: 128)")
-    p.add_argument("--workers", type=int, default=4, help="data loader workers (default: 4)")
+    p.add_argument("--workers", type=int, default=_default_workers(),
+                   help="data loader workers (default: min(4, CPU cores) = %(default)s)")
+    p.add_argument("--camera-pattern", metavar="REGEX",
+                   help="folder/list data sets: regular expression finding the camera in each image's path "
+                        "(group 1 or the match); default: a c<number> token in the file name, else one camera per "
+                        "image (no same-camera filtering)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     p.set_defaults(run=_run_eval)
+
+
+def _default_workers() -> int:
+    # More loader processes than cores only adds start-up time (and a DataLoader warning).
+    return min(4, os.cpu_count() or 1)
 
 
 def _run_eval(args) -> int:
@@ -191,7 +205,8 @@ def _run_eval(args) -> int:
         r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_root=args.data_root, rerank=args.rerank,
                                 flip=args.flip, plots=args.plots, out=args.out, device=args.device,
                                 batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
-                                rerank_distance=args.rerank_distance or "euclidean")
+                                rerank_distance=args.rerank_distance or "euclidean",
+                                camera_pattern=args.camera_pattern)
     except (CheckpointError, *_USER_ERRORS) as e:
         return _user_error("eval", e, args.verbose)
     print(f"{r['dataset']} ({r['num_query']} query, {r['num_gallery']} gallery), epoch {r['epoch']}"
@@ -221,8 +236,143 @@ def _run_demo(args) -> int:
         return _user_error("demo", e, args.verbose)
 
 
+def _add_inference_flags(p, batch_size: int = 64) -> None:
+    """Flags that extract and search share."""
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default: {batch_size})")
+    p.add_argument("--workers", type=int, default=_default_workers(),
+                   help="data loader workers (default: min(4, CPU cores) = %(default)s)")
+    p.add_argument("--flip", action="store_true", help="average each image's features with its mirror's")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+
+
+def _inference_logging(args) -> None:
+    # Warnings (skipped images, cache problems) reach the console; tracebacks only with --verbose.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+
+
+def add_extract_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "extract", help="features of a folder, image list or data set split, saved as .npz/.pt/.npy",
+        description="Extract unit-length features with a trained model (best.pth or checkpoint.pth): of every "
+                    "image below a folder, of a list file (one path per line) or of a data set split (then with "
+                    "pids and camids). Rows follow the input order; unreadable images are skipped and named. "
+                    "The format follows --out: .npz (features, paths[, pids, camids, splits], failed), .pt (the "
+                    "same in a dict) or .npy (features; paths in <stem>_paths.txt).")
+    p.add_argument("--checkpoint", required=True, help="best.pth or checkpoint.pth of a pyreid run")
+    p.add_argument("--images", metavar="DIR_OR_LIST", help="a folder (searched recursively), a list file or an image")
+    p.add_argument("--dataset", help="instead of --images: a data set name (market1501, veri, folder, list, ...)")
+    p.add_argument("--data-root", help="with --dataset: its folder")
+    p.add_argument("--split", default="all", choices=("query", "gallery", "train", "test", "all"),
+                   help="with --dataset: which images (test = query + gallery; default: all)")
+    p.add_argument("--camera-pattern", metavar="REGEX", help="with --dataset folder/list: see `pyreid eval --help`")
+    p.add_argument("--out", required=True, help="features file: .npz, .pt or .npy")
+    _add_inference_flags(p)
+    p.set_defaults(run=_run_extract)
+
+
+def _run_extract(args) -> int:
+    from pyreid.extract import extract_to_file
+    from pyreid.training.checkpoint import CheckpointError
+
+    _inference_logging(args)
+    try:
+        r = extract_to_file(args.checkpoint, args.out, images=args.images, dataset=args.dataset,
+                            data_root=args.data_root, split=args.split, camera_pattern=args.camera_pattern,
+                            device=args.device, batch_size=args.batch_size, workers=args.workers, flip=args.flip,
+                            progress=not args.no_progress)
+    except (CheckpointError, OSError, *_USER_ERRORS) as e:
+        return _user_error("extract", e, args.verbose)
+    skipped = f"; skipped {r['num_failed']} unreadable: " + ", ".join(p for p, _ in r["failed"][:5]) + (
+        " ..." if r["num_failed"] > 5 else "") if r["num_failed"] else ""
+    print(f"{r['num_images']} images x {r['feature_dim']} features on {r['device']}{skipped}")
+    print(f"  written: {', '.join(r['written'])}")
+    return 0
+
+
+def add_search_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "search", help="rank a gallery folder for query images (printed, JSON, ranked-list PNG)",
+        description="Find each query image's nearest gallery images with a trained model: Euclidean distance of "
+                    "unit-length features (the ranking `pyreid eval` scores) or k-reciprocal re-ranking. Prints "
+                    "the top-k, writes OUT/search.json and OUT/ranked_lists.png. The gallery's features are "
+                    "cached in GALLERY/.pyreid_cache/ (keyed by checkpoint, file list and modification times), so "
+                    "searching the same gallery again does not extract it again.")
+    p.add_argument("--checkpoint", required=True, help="best.pth or checkpoint.pth of a pyreid run")
+    p.add_argument("--query", required=True, metavar="IMG_OR_DIR", help="an image, a folder or a list file")
+    p.add_argument("--gallery", required=True, metavar="DIR", help="a folder (searched recursively) or a list file")
+    p.add_argument("--topk", type=int, default=10, help="matches per query (default: 10)")
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
+    p.add_argument("--out", default="search_results", help="folder for search.json and ranked_lists.png "
+                                                           "(default: %(default)s)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the gallery feature cache")
+    _add_inference_flags(p)
+    p.set_defaults(run=_run_search)
+
+
+def _run_search(args) -> int:
+    from pyreid.search import search
+    from pyreid.training.checkpoint import CheckpointError
+
+    _inference_logging(args)
+    try:
+        r = search(args.checkpoint, args.query, args.gallery, topk=args.topk, rerank=args.rerank, out=args.out,
+                   cache=not args.no_cache, device=args.device, batch_size=args.batch_size, workers=args.workers,
+                   flip=args.flip, progress=not args.no_progress)
+    except (CheckpointError, OSError, *_USER_ERRORS) as e:
+        return _user_error("search", e, args.verbose)
+    print(f"{len(r.query_paths)} queries, {len(r.gallery_paths)} gallery images"
+          f"{' (features from the cache)' if r.gallery_cached else ''}"
+          f"{', re-ranked' if args.rerank else ''}:")
+    for query, matches in zip(r.query_paths, r.matches):
+        print(query)
+        for rank, (path, distance) in enumerate(matches, start=1):
+            print(f"  {rank:3d}. {distance:.4f}  {path}")
+    if r.skipped:
+        print(f"skipped {len(r.skipped)} unreadable images: " + ", ".join(p for p, _ in r.skipped[:5]))
+    print(f"written: {', '.join(r.written)}")
+    return 0
+
+
+def add_export_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export a trained model to ONNX or TorchScript, checked against PyTorch",
+        description="Export the model of best.pth or checkpoint.pth: normalised B x 3 x H x W images (the run's "
+                    "size, ImageNet mean/std) to unit-length features, with a dynamic batch dimension. The "
+                    "export is run (onnxruntime or torch.jit) next to the PyTorch model on real images (--images, "
+                    "else the run's data set, else a drawn synthetic set) and kept only if the features agree "
+                    "within --atol and different images give different outputs. ONNX needs pip install "
+                    "\"pyreid[export]\" (onnx, onnxscript, onnxruntime).")
+    p.add_argument("--checkpoint", required=True, help="best.pth or checkpoint.pth of a pyreid run")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="onnx or torchscript")
+    p.add_argument("--out", required=True, help="file to write (model.onnx, model.pt)")
+    p.add_argument("--images", metavar="DIR_OR_LIST", help="images to check the export on")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest feature difference allowed (default: 1e-4)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    p.add_argument("--verbose", action="store_true", help="exporter output and the traceback of an error")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from pyreid.export import ExportError, export_model
+    from pyreid.training.checkpoint import CheckpointError
+
+    _inference_logging(args)
+    try:
+        r = export_model(args.checkpoint, args.format, args.out, images=args.images, atol=args.atol,
+                         opset=args.opset)
+    except (CheckpointError, ExportError, OSError, *_USER_ERRORS) as e:
+        return _user_error("export", e, args.verbose)
+    print(f"exported {args.checkpoint} as {r['format']} to {r['out']}: input B x 3 x {r['height']} x {r['width']} "
+          f"(normalised), output B x {r['feature_dim']} unit-length features")
+    print(f"  checked on {r['checked_on']}: largest difference from PyTorch {r['max_abs_diff']:.2e}")
+    return 0
+
+
 # One function per subcommand, each adding its parser.
-_SUBCOMMANDS: List[Callable] = [add_train_parser, add_eval_parser, add_demo_parser, add_synth_parser]
+_SUBCOMMANDS: List[Callable] = [add_train_parser, add_eval_parser, add_demo_parser, add_synth_parser,
+                                add_extract_parser, add_search_parser, add_export_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

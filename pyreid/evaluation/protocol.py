@@ -25,10 +25,32 @@ from pyreid.evaluation.evaluator import Evaluator
 from pyreid.evaluation.rank import evaluate
 from pyreid.evaluation.sharded import extract_items
 
-__all__ = ["SCORE_KEYS", "SplitResult", "evaluate_split", "plot_split"]
+__all__ = ["SCORE_KEYS", "SplitResult", "UnlabelledSplitError", "check_labelled", "evaluate_split", "plot_split"]
 
 # The scalar scores of an evaluation, as fractions in [0, 1].
 SCORE_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+
+
+class UnlabelledSplitError(ValueError):
+    """The query/gallery split has no images or images without identity labels: there is nothing to score."""
+
+
+def check_labelled(dataset: Any) -> None:
+    """Raise :class:`UnlabelledSplitError` unless every query and gallery image has an identity (pid >= 0).
+
+    Scores of unlabelled images would be meaningless (or NaN); the folder and
+    list data sets mark an image without identity with pid -1."""
+    name = f"{getattr(dataset, 'name', 'the data set')} at {getattr(dataset, 'root', '?')}"
+    missing = [split for split in ("query", "gallery") if not getattr(dataset, split)]
+    if missing:
+        raise UnlabelledSplitError(f"evaluation needs labelled query and gallery images; {name} has no "
+                                   f"{' and no '.join(missing)} images")
+    unlabelled = [path for split in ("query", "gallery") for path, pid, _ in getattr(dataset, split) if pid < 0]
+    if unlabelled:
+        raise UnlabelledSplitError(
+            f"evaluation needs identity labels: {len(unlabelled)} query/gallery images of {name} have none "
+            f"(e.g. {unlabelled[0]}); put them in <pid>/ folders (folder data set) or give a pid (list data set). "
+            "To rank unlabelled images use `pyreid search`")
 
 
 @dataclass
@@ -58,7 +80,9 @@ def evaluate_split(model: torch.nn.Module, dataset: Any, *, height: int, width: 
     Features are extracted in eval mode with the test transform (``flip``
     averages each image with its mirror), L2-normalised and compared with the
     Euclidean distance, or k-reciprocal re-ranked (``rerank``; see
-    :class:`Evaluator` for ``rerank_distance``)."""
+    :class:`Evaluator` for ``rerank_distance``). A split without labels raises
+    :class:`UnlabelledSplitError` before any extraction."""
+    check_labelled(dataset)
     common = dict(height=height, width=width, batch_size=batch_size, num_workers=workers, device=device, flip=flip,
                   progress=progress, dist=dist)
     q_feat, q_pids, q_cams = extract_items(model, dataset.query, desc="query", **common)

@@ -69,12 +69,14 @@ def plot_ranked_lists(distmat, query_paths: Sequence[PathLike], gallery_paths: S
     The ranking follows the evaluation protocol: gallery images of the query's
     identity taken by the query's own camera are left out, the rest is sorted
     by distance (ties by gallery index). Correct matches get a green frame,
-    others a red one; captions give the rank and distance.
+    others a red one; captions give the rank and distance. Without identities
+    (``q_pids`` and ``g_pids`` None: a search of unlabelled images) nothing is
+    left out and no frame is drawn.
 
     Args:
         distmat: Q x G distances (numpy or tensor).
         query_paths, gallery_paths: image files of the Q queries and G gallery items.
-        q_pids, g_pids, q_camids, g_camids: identities and cameras.
+        q_pids, g_pids, q_camids, g_camids: identities and cameras (all four None: unknown).
         out_path: PNG file to write (folders are created).
         query_indices: which queries to draw (default: the first 8).
         topk: gallery images per query.
@@ -85,7 +87,9 @@ def plot_ranked_lists(distmat, query_paths: Sequence[PathLike], gallery_paths: S
     """
     plt = pyplot()
     distmat = _numpy(distmat)
-    q_pids, g_pids, q_camids, g_camids = map(_numpy, (q_pids, g_pids, q_camids, g_camids))
+    labelled = q_pids is not None and g_pids is not None
+    if labelled:
+        q_pids, g_pids, q_camids, g_camids = map(_numpy, (q_pids, g_pids, q_camids, g_camids))
     if query_indices is None:
         query_indices = list(range(min(8, distmat.shape[0])))
     if len(query_indices) == 0:
@@ -96,12 +100,15 @@ def plot_ranked_lists(distmat, query_paths: Sequence[PathLike], gallery_paths: S
     row_h = cell_h + _LABEL_HEIGHT
     try:
         for row, q in enumerate(query_indices):
-            kept = ~((g_pids == q_pids[q]) & (g_camids == q_camids[q]))
+            if labelled:
+                kept = ~((g_pids == q_pids[q]) & (g_camids == q_camids[q]))
+            else:
+                kept = np.ones(distmat.shape[1], dtype=bool)
             candidates = np.nonzero(kept)[0]
             order = candidates[np.argsort(distmat[q, candidates], kind="stable")][:topk]
-            cells = [(_load_image(query_paths[q], cell_size), None, f"query {q_pids[q]}")]
+            cells = [(_load_image(query_paths[q], cell_size), None, f"query {q_pids[q] if labelled else q}")]
             for rank, g in enumerate(order, start=1):
-                colour = (0, 200, 0) if g_pids[g] == q_pids[q] else (220, 0, 0)
+                colour = None if not labelled else (0, 200, 0) if g_pids[g] == q_pids[q] else (220, 0, 0)
                 cells.append((_load_image(gallery_paths[g], cell_size), colour, f"{rank}: {distmat[q, g]:.2f}"))
             for col, (image, colour, caption) in enumerate(cells):
                 # Axes placed in figure fractions from pixel positions, top row first.

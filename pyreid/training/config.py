@@ -118,6 +118,8 @@ class TrainConfig:
     resume: bool = config_field("continue the run in --out from its checkpoint", default=False)
     progress: bool = config_field("progress bars", default=True)
     plots: bool = config_field("write PNG plots", default=True)
+    tensorboard: bool = config_field("write every metrics.json number as TensorBoard scalars to OUT/tensorboard "
+                                     "(needs the tensorboard package)", default=False)
 
     def validate(self) -> None:
         """Raise a :class:`ConfigError` for values no run can use (before any work is done)."""
@@ -176,6 +178,7 @@ DATA_FLAGS = {"train": ("dataset", "data_root"), "source": ("source", "source_ro
 
 # Keys a resumed run may change: how it runs, not what it computes.
 RESUME_MAY_CHANGE = frozenset({"epochs", "eval_step", "device", "workers", "out", "resume", "progress", "plots",
+                               "tensorboard",
                                "test_batch_size", "data_root", "source_root", "target_root", "check_ranks"})
 
 

@@ -50,6 +50,7 @@ from pyreid.training.hooks import (
     FinalPlotsHook,
     Hook,
     RankCheckHook,
+    TensorBoardHook,
     write_json_atomic,
 )
 
@@ -248,6 +249,8 @@ class Engine:
         hooks += [self.evaluation, CheckpointHook()]
         if c.plots:
             hooks += [CurvesHook(), FinalPlotsHook(self.evaluation)]
+        if c.tensorboard:
+            hooks.append(TensorBoardHook())
         self.hooks = hooks + list(self.algorithm.hooks())
 
     def _resume(self) -> int:

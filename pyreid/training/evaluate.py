@@ -37,8 +37,9 @@ def model_from_checkpoint(path: str, state: Optional[Dict[str, Any]] = None) -> 
 
 def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Optional[str] = None,
                         rerank: bool = False, flip: bool = False, plots: bool = False, out: Optional[str] = None,
-                        device: str = "auto", batch_size: int = 128, workers: int = 4,
-                        progress: bool = True, rerank_distance: str = "euclidean") -> Dict[str, Any]:
+                        device: str = "auto", batch_size: int = 128, workers: Optional[int] = None,
+                        progress: bool = True, rerank_distance: str = "euclidean",
+                        camera_pattern: Optional[str] = None) -> Dict[str, Any]:
     """Scores (mAP, rank-1/5/10, mINP as fractions, and the CMC curve) of the model in ``path``.
 
     The data set, image size and root default to the ones the run was trained
@@ -47,7 +48,9 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
     and ranked lists go next to them as ``eval[...]_cmc.png`` and
     ``eval[...]_ranked_lists.png``. ``rerank_distance``: see
     :class:`pyreid.evaluation.Evaluator` (``"sqeuclidean"`` reproduces
-    torchreid's and Cluster-Contrast's re-ranked scores).
+    torchreid's and Cluster-Contrast's re-ranked scores). ``workers`` defaults
+    to ``min(4, os.cpu_count())``; ``camera_pattern``: see
+    :func:`pyreid.data.build_dataset` (``folder`` and ``list`` data sets).
     """
     from pyreid.ops._checks import RERANK_DISTANCES, check_choice
 
@@ -62,7 +65,9 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
     height, width = config.get("height", 256), config.get("width", 128)
     device = resolve_device(device)
     model = model_from_checkpoint(path, state).to(device)
-    data = build_dataset(dataset, data_root)
+    data = build_dataset(dataset, data_root, camera_pattern=camera_pattern)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
     result = evaluate_split(model, data, height=height, width=width, batch_size=batch_size, workers=workers,
                             device=device, flip=flip, rerank=rerank, rerank_distance=rerank_distance,
                             progress=progress)

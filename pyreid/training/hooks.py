@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the engine imports this module
     from pyreid.training.engine import Engine
 
 __all__ = ["Hook", "EvaluationHook", "RankCheckHook", "CheckpointHook", "CurvesHook", "FinalPlotsHook",
-           "write_json_atomic"]
+           "TensorBoardHook", "write_json_atomic"]
 
 
 class Hook:
@@ -206,3 +206,71 @@ class FinalPlotsHook(Hook):
         epoch = engine.history[-1]["epoch"]
         plot_split(result, engine.algorithm.data[split], engine.path(""), f"{engine.algorithm_cls.name}, epoch {epoch}",
                    embedding=True)
+
+
+class TensorBoardHook(Hook):
+    """``--tensorboard``: every number of each ``metrics.json`` entry as a TensorBoard scalar, step = epoch.
+
+    Written under ``OUT/tensorboard`` by the main process only, after the entry
+    joined the history, so the event files hold exactly what ``metrics.json``
+    holds (losses, learning rate, scores, cluster counts, pseudo-label quality,
+    timings), grouped by kind: ``scores/mAP``, ``loss/loss_id``, ``clusters/num_clusters``,
+    ``pseudo_labels/ari``, ``time/train_seconds``, ... A resumed run appends
+    the epochs after its checkpoint. Needs the optional ``tensorboard`` package.
+
+    Example:
+        $ pyreid train supervised --config supervised_synthetic_cpu --out runs/sup --tensorboard
+        $ tensorboard --logdir runs/sup/tensorboard
+    """
+
+    name = "tensorboard"
+    FOLDER = "tensorboard"
+    _GROUPS = (("scores", ("mAP", "rank", "mINP")), ("loss", ("loss",)), ("lr", ("lr",)),
+               ("clusters", ("num_clusters", "num_outliers", "largest_cluster")),
+               ("pseudo_labels", ("ari", "nmi", "precision", "recall", "f1", "selected", "selection_")))
+
+    def __init__(self) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401 - needs the tensorboard package
+        except ImportError as e:
+            raise ImportError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                              "(or pip install \"pyreid[tensorboard]\")") from e
+        self.writer = None
+
+    @classmethod
+    def tag(cls, key: str) -> str:
+        """The scalar's name: ``group/key`` (a second test split's ``source_mAP`` goes with the scores)."""
+        bare = key.split("_", 1)[1] if key.startswith(("source_", "target_")) else key
+        if key.endswith("_seconds") or key in ("images_per_second", "outside_training_share"):
+            return f"time/{key}"
+        for group, prefixes in cls._GROUPS:
+            if bare.startswith(prefixes):
+                return f"{group}/{key}"
+        return f"other/{key}"
+
+    def epoch_done(self, engine: "Engine", epoch: int) -> None:
+        if not engine.dist.is_main or not engine.history:
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=engine.path(self.FOLDER))
+        entry = engine.history[-1]
+        for key, value in entry.items():
+            # bools (e.g. "skipped") are flags, not measurements; non-finite values would break the plots
+            if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if value == value and abs(value) != float("inf"):
+                self.writer.add_scalar(self.tag(key), value, global_step=entry.get("epoch", epoch))
+        self.writer.flush()
+
+    def after_train(self, engine: "Engine") -> None:
+        self.close()
+
+    def on_failure(self, engine: "Engine", error: BaseException) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
