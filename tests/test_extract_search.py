@@ -198,6 +198,25 @@ def test_unsupervised_training_on_an_unlabelled_folder(run, data, tmp_path):
     assert "ari" not in result["history"][-1]  # no identities to compare the pseudo labels with
 
 
+def test_training_on_images_without_any_identity_trains_and_says_it_cannot_evaluate(run, data, tmp_path):
+    from pyreid.training import train
+
+    root = tmp_path / "nothing_labelled"
+    for split, items in (("train", data.train), ("query", data.query[:3]), ("gallery", data.gallery[:5])):
+        os.makedirs(root / split, exist_ok=True)
+        for path, _, _ in items:
+            shutil.copy(path, root / split)
+    out = tmp_path / "cc_unlabelled"
+    result = train("cluster-contrast", config="cluster_contrast_synthetic_cpu", dataset="folder", data_root=str(root),
+                   out=str(out), epochs=1, iters=2, batch_size=8, num_instances=2, workers=0, progress=False,
+                   plots=False, device="cpu", weights=_best(run), options={"eps": 0.6, "k1": 10})
+    assert [h["epoch"] for h in result["history"]] == [0, 1] and result["final"] == {}
+    assert not any("mAP" in h for h in result["history"]) and "loss" in result["history"][1]
+    log = (out / "train.log").read_text()
+    assert log.count("is not evaluated") == 1 and "needs identity labels" in log
+    assert (out / "checkpoint.pth").is_file() and not (out / "best.pth").exists()
+
+
 def test_evaluation_of_unlabelled_images_says_it_needs_labels(run, data, tmp_path, capsys):
     root = tmp_path / "plain"
     for split, items in (("query", data.query[:3]), ("gallery", data.gallery[:5])):

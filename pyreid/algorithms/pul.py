@@ -282,11 +282,13 @@ class PUL(Algorithm):
             labels = torch.where(self.labelled, torch.tensor([pid for _, pid, _ in train]), labels)
         self.labels = labels
         count = int(result.metrics["selected"])
-        always = int((clustering.centres >= 0).sum()) + (int(self.labelled.sum()) if self.labelled is not None else 0)
         metrics = dict(result.metrics, round=self.round, selected_share=count / len(train))
         self._metrics = metrics
         self.log.info("round %d (epoch %d): %s", self.round, epoch, result.summary())
-        if count <= always:
+        # Only the main process clustered: it alone knows the centres (the log is its own anyway).
+        always = (int((clustering.centres >= 0).sum()) if clustering.centres is not None else 0) + \
+            (int(self.labelled.sum()) if self.labelled is not None else 0)
+        if self.dist.is_main and count <= always:
             self.log.warning("round %d: no image but the cluster centres passes the threshold %.3f; training on "
                              "the centres alone", self.round, o.threshold)
         self.selected.append(count)

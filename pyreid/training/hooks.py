@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import torch
 
 from pyreid.distributed import gather_objects_equal
-from pyreid.evaluation.protocol import SCORE_KEYS, SplitResult, plot_split
+from pyreid.evaluation.protocol import SCORE_KEYS, SplitResult, UnlabelledSplitError, check_labelled, plot_split
 
 if TYPE_CHECKING:  # the engine imports this module
     from pyreid.training.algorithm import StepInfo
@@ -87,6 +87,21 @@ class EvaluationHook(Hook):
     def __init__(self) -> None:
         self.best: Dict[str, Any] = {"mAP": -1.0, "epoch": None}
         self.final: Optional[SplitResult] = None
+        self.unlabelled: Dict[str, str] = {}  # split -> why it cannot be scored (said once)
+
+    def _labelled(self, engine: "Engine", split: str) -> bool:
+        """Whether ``split``'s query and gallery carry identities; an unlabelled one (a folder of the
+        user's own images) is not scored, and the log says so once: training goes on."""
+        if split not in self.unlabelled:
+            try:
+                check_labelled(engine.algorithm.data[split])
+            except UnlabelledSplitError as e:
+                self.unlabelled[split] = str(e)
+                engine.log.warning("the %s data set is not evaluated: %s (training goes on; checkpoint.pth holds "
+                                   "the model)", split, e)
+            else:
+                self.unlabelled[split] = ""
+        return not self.unlabelled[split]
 
     def due(self, engine: "Engine", epoch: int) -> bool:
         c = engine.config
@@ -98,6 +113,8 @@ class EvaluationHook(Hook):
         start = time.perf_counter()
         splits = engine.algorithm.evaluation_splits()
         for index, split in enumerate(splits):
+            if not self._labelled(engine, split):
+                continue
             result = engine.evaluate(split)
             prefix = "" if index == 0 else f"{split}_"
             entry.update({prefix + key: value for key, value in result.summary().items()})
@@ -107,7 +124,7 @@ class EvaluationHook(Hook):
                             epoch, f"{split} " if index else "",
                             *(100 * entry[prefix + key] for key in ("mAP", "rank1", "rank5", "rank10", "mINP")))
         entry["eval_seconds"] = time.perf_counter() - start
-        if entry["mAP"] > self.best["mAP"]:
+        if "mAP" in entry and entry["mAP"] > self.best["mAP"]:
             self.best = {"mAP": entry["mAP"], "epoch": epoch}
             engine.save_best(epoch, {key: entry[key] for key in SCORE_KEYS})
 

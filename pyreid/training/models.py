@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import gc
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -109,6 +110,7 @@ class ModelSet:
         Its freeze state is cleared."""
         old = self[name]
         self._models[name] = self._make(name, network, generation=old.generation + 1)
+        _retire(old.model, old.network)
         return self._models[name]
 
     def _make(self, name: str, network: nn.Module, generation: int) -> TrainedModel:
@@ -187,7 +189,9 @@ class ModelSet:
         for n, p in entry.network.named_parameters():
             p.requires_grad_(n in own and not (prefixes and n.startswith(prefixes)))
         entry.frozen = prefixes
+        old = entry.model
         entry.model = self._wrap(entry)  # DDP must see the new set of trainable parameters
+        _retire(old, entry.network)
 
     # ------------------------------------------------------------ a step
     def zero_grad(self) -> None:
@@ -250,3 +254,12 @@ class ModelSet:
 
 def _constant(step: int) -> float:
     return 1.0
+
+
+def _retire(wrapper: nn.Module, network: nn.Module) -> None:
+    """Free a replaced DDP wrapper now, while the process group lives: its reducer, kept alive by
+    reference cycles until a later garbage collection, would otherwise be destroyed at exit after the
+    group, which aborts the process."""
+    if wrapper is not network:
+        del wrapper
+        gc.collect()
