@@ -64,6 +64,24 @@ inline void check_finite(const at::Tensor& t, const char* op, const char* name) 
                     " contains NaN or Inf; clean the features first (e.g. torch.nan_to_num)");
 }
 
+// at::empty for an output whose size the caller's arguments set (N x M
+// distances, N x k lists). When it cannot be allocated (too large for this
+// machine, or a byte count past int64) the error is torch's OutOfMemoryError,
+// on the CPU as on CUDA, and names the op and the size instead of the
+// allocator's line.
+inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options, const char* op,
+                               const char* what) {
+  try {
+    return at::empty(sizes, options);
+  } catch (const c10::Error& error) {
+    double bytes = static_cast<double>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
+    for (const int64_t s : sizes) bytes *= static_cast<double>(s);
+    TORCH_CHECK_WITH(OutOfMemoryError, false, op, ": cannot allocate the ", what, " of shape ", sizes, " (",
+                     c10::typeMetaToScalarType(options.dtype()), ", ", bytes / 1e9, " GB) on ", options.device(),
+                     ": ", error.what_without_backtrace());
+  }
+}
+
 namespace detail {
 
 // What is wrong with a CSR pattern, or "" when nothing is: crow (n + 1
