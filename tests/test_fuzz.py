@@ -491,6 +491,11 @@ def _dbscan_cases():
     case("dbscan_csr.n_negative", "dbscan", VALUE, lambda: raw([0, 1, 2, 3], [1, 0, 2], n=-1))
     case("dbscan_csr.n_huge", "dbscan", VALUE, lambda: raw([0, 1, 2, 3], [1, 0, 2], n=10**15))
     case("dbscan_csr.values_short", "dbscan", VALUE, lambda: raw([0, 1, 2, 3], [1, 0, 2], values=torch.ones(2)))
+    meta = lambda crow, col, dtype=torch.int64: torch.ops.pyreid.dbscan_csr(  # noqa: E731
+        torch.tensor(crow, dtype=dtype, device="meta"), torch.tensor(col, dtype=dtype, device="meta"),
+        torch.ones(len(col), device="meta"), len(crow) - 1, 0.5, 2)
+    case("dbscan_csr.meta", "dbscan", EDGE, lambda: meta([0, 1, 2, 3], [1, 0, 2]), shape_is(3, device="meta"))
+    case("dbscan_csr.meta_int32", "dbscan", TYPE, lambda: meta([0, 1, 2, 3], [1, 0, 2], torch.int32))
     case("dbscan_csr.crow_2d", "dbscan", VALUE, lambda: torch.ops.pyreid.dbscan_csr(
         torch.tensor([[0, 1, 2, 3]]), torch.tensor([1, 0, 2]), torch.ones(3), 3, 0.5, 2))
 
