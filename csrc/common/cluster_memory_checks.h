@@ -44,6 +44,17 @@ inline MemoryUpdateMode check_cluster_memory_update_args(const at::Tensor& memor
   return parse_memory_update_mode(mode, op);
 }
 
+// NaN or Inf in the inputs would spread into every memory row it touches.
+// On the CPU this check runs before anything is written (ValueError). The
+// CUDA kernel makes the same test on the device, without a host sync: a
+// batch with a non-finite value writes nothing and trips a device-side
+// assertion, as an out-of-range label does.
+inline void check_inputs_finite(const at::Tensor& inputs, const char* op) {
+  if (inputs.numel() == 0) return;
+  TORCH_CHECK_VALUE(all_finite(inputs), op,
+                    ": inputs contain NaN or Inf; nothing was written to the memory (check the features first)");
+}
+
 // labels: the batch's targets on the host.
 inline void check_targets_in_range(const int64_t* labels, int64_t batch, int64_t num_rows, const char* op) {
   for (int64_t i = 0; i < batch; ++i) {

@@ -34,30 +34,21 @@ inline void check_dense(const at::Tensor& dist, const char* op) {
   check_distances(dist, op, "dist");
 }
 
+// The CSR arrays of an N x N distance matrix: the shared pattern check
+// (common/checks.h) and the values' dtype, length and sign.
 inline void check_csr(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values, int64_t n,
                       const char* op) {
   TORCH_CHECK_VALUE(n >= 0, op, ": n must be >= 0, got n=", n);
   check_dim(crow, 1, op, "crow_indices");
   check_dim(col, 1, op, "col_indices");
   check_dim(values, 1, op, "values");
-  TORCH_CHECK_TYPE(crow.scalar_type() == at::kLong && col.scalar_type() == at::kLong, op,
-                   ": crow_indices and col_indices must be int64, got ", crow.scalar_type(), " and ",
-                   col.scalar_type());
   check_same_device(crow, values, op, "crow_indices", "values");
   check_same_device(col, values, op, "col_indices", "values");
   TORCH_CHECK_VALUE(crow.numel() == n + 1, op, ": crow_indices must have n + 1 = ", n + 1, " entries, got ",
                     crow.numel());
   TORCH_CHECK_VALUE(col.numel() == values.numel(), op, ": col_indices has ", col.numel(),
                     " entries but values has ", values.numel());
-  const int64_t nnz = crow[n].item<int64_t>();
-  TORCH_CHECK_VALUE(nnz == values.numel(), op, ": crow_indices[n] = ", nnz, " but there are ", values.numel(),
-                    " stored values");
-  if (values.numel() > 0) {
-    const auto [lo, hi] = at::aminmax(col);
-    const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
-    TORCH_CHECK_VALUE(lo_v >= 0 && hi_v < n, op, ": col_indices must lie in [0, ", n, "), got range [", lo_v,
-                      ", ", hi_v, "]");
-  }
+  pyreid::check_csr(crow, col, n, op, "crow_indices", "col_indices");
   check_distances(values, op, "values");
 }
 

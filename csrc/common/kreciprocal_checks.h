@@ -4,6 +4,7 @@
 // inputs only, once per call).
 #pragma once
 
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -27,9 +28,11 @@ inline void check_kreciprocal_sets_args(const at::Tensor& neighbors, int64_t k1,
 }
 
 // V as CSR (crow N + 1, col and val nnz, col in [0, N)), expansion N x k2
-// (k2 >= 1, entries in [0, N)), 0 <= rows <= N, all on one device.
+// (k2 >= 1, entries in [0, N)), 0 <= rows <= N, val finite, max_distance not
+// NaN, all on one device.
 inline void check_kreciprocal_jaccard_args(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
-                                           const at::Tensor& expansion, int64_t rows, const char* op) {
+                                           const at::Tensor& expansion, int64_t rows, double max_distance,
+                                           const char* op) {
   check_dim(crow, 1, op, "crow");
   check_dim(col, 1, op, "col");
   check_dim(val, 1, op, "val");
@@ -48,30 +51,18 @@ inline void check_kreciprocal_jaccard_args(const at::Tensor& crow, const at::Ten
   TORCH_CHECK_VALUE(expansion.size(0) == n && expansion.size(1) >= 1, op, ": expansion must be N x k2 with N = ",
                     n, " and k2 >= 1, got shape ", expansion.sizes());
   TORCH_CHECK_VALUE(rows >= 0 && rows <= n, op, ": rows must be in [0, ", n, "], got ", rows);
-  TORCH_CHECK_VALUE(crow.select(0, 0).item<int64_t>() == 0 && crow.select(0, n).item<int64_t>() == nnz, op,
-                    ": crow must start at 0 and end at nnz = ", nnz);
-  if (nnz > 0) {
-    TORCH_CHECK_VALUE(at::logical_and(col >= 0, col < n).all().item<bool>(), op, ": col must be in [0, ", n, ")");
-  }
+  TORCH_CHECK_VALUE(!std::isnan(max_distance), op, ": max_distance must be a number, got ", max_distance);
+  check_csr(crow, col, n, op, "crow", "col");
+  check_finite(val, op, "val");
   if (expansion.numel() > 0) {
     TORCH_CHECK_VALUE(at::logical_and(expansion >= 0, expansion < n).all().item<bool>(), op,
                       ": expansion must be in [0, ", n, ")");
   }
 }
 
-// (crow, col) is a CSR pattern of n rows over n columns. Tensor ops, so one
-// check serves both devices (one host sync on CUDA, once per call).
-inline void check_csr_pattern(const at::Tensor& crow, const at::Tensor& col, int64_t n, const char* op) {
-  const int64_t nnz = col.size(0);
-  at::Tensor ok = at::logical_and(crow.select(0, 0) == 0, crow.select(0, n) == nnz);
-  if (n > 0) ok = at::logical_and(ok, (crow.diff() >= 0).all());
-  if (nnz > 0) ok = at::logical_and(ok, at::logical_and(col >= 0, col < n).all());
-  TORCH_CHECK_VALUE(ok.item<bool>(), op, ": (crow, col) must be a CSR pattern of N = ", n,
-                    " rows: crow non-decreasing from 0 to nnz = ", nnz, " and col in [0, ", n, ")");
-}
-
 // kreciprocal_weights' checks that need no values from the device; the
-// caller checks the pattern with check_csr_pattern.
+// caller checks the pattern with check_csr (common/checks.h) and the values
+// with check_kreciprocal_weights_values.
 inline EncodingVariant check_kreciprocal_weights_args(const at::Tensor& x, const at::Tensor& crow,
                                                       const at::Tensor& col, const std::string& variant,
                                                       const std::optional<at::Tensor>& row_max, const char* op) {
@@ -124,6 +115,16 @@ inline bool check_kreciprocal_weights_lists(const at::Tensor& x, const std::opti
                       ": neighbors must be indices in [0, ", n, ")");
   }
   return true;
+}
+
+// The values kreciprocal_weights reads: NaN or Inf in x, row_max or
+// neighbor_dist would make every weight of a row NaN. One reduction each
+// (common/checks.h: all_finite), before anything is computed.
+inline void check_kreciprocal_weights_values(const at::Tensor& x, const std::optional<at::Tensor>& row_max,
+                                             const std::optional<at::Tensor>& neighbor_dist, const char* op) {
+  check_finite(x, op, "x");
+  if (row_max.has_value()) check_finite(*row_max, op, "row_max");
+  if (neighbor_dist.has_value()) check_finite(*neighbor_dist, op, "neighbor_dist");
 }
 
 }  // namespace pyreid

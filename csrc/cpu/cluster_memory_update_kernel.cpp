@@ -304,6 +304,7 @@ void cluster_memory_update_cpu(at::Tensor memory, const at::Tensor& inputs, cons
   const int64_t* labels = targets_c.data_ptr<int64_t>();
   check_targets_in_range(labels, batch, num_rows, kOp);
   if (dim == 0) return;
+  check_inputs_finite(inputs, kOp);
 
   std::vector<int64_t> order(batch);
   std::iota(order.begin(), order.end(), int64_t(0));

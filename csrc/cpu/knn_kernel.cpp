@@ -284,8 +284,8 @@ std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const std::optio
   const Metric metric = check_knn_args(x, y_opt, k, metric_name, op);
   const bool self = !y_opt.has_value();
   const int64_t n = x.size(0);
-  at::Tensor out_dist = at::empty({n, k}, x.options());
-  at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
+  at::Tensor out_dist = empty_output({n, k}, x.options(), op, "N x k distances");
+  at::Tensor out_index = empty_output({n, k}, x.options().dtype(at::kLong), op, "N x k indices");
   if (n == 0) return {out_dist, out_index};
 
   const at::ScalarType acc = accumulate_type(x.scalar_type());
@@ -316,8 +316,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_row_max_cpu(const at::Tensor&
   constexpr const char* op = "knn_row_max";
   const Metric metric = check_knn_args(x, std::nullopt, k, metric_name, op);
   const int64_t n = x.size(0);
-  at::Tensor out_dist = at::empty({n, k}, x.options());
-  at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
+  at::Tensor out_dist = empty_output({n, k}, x.options(), op, "N x k distances");
+  at::Tensor out_index = empty_output({n, k}, x.options().dtype(at::kLong), op, "N x k indices");
   const at::ScalarType acc = accumulate_type(x.scalar_type());
   at::Tensor row_max = at::empty({n}, x.options().dtype(acc));  // knn_self fills it
   if (n == 0) return {out_dist, out_index, row_max.to(x.scalar_type())};

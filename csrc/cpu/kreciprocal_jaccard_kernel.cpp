@@ -281,7 +281,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cpu(const at:
                                                                        const at::Tensor& expansion, int64_t rows,
                                                                        double max_distance) {
   constexpr const char* op = "kreciprocal_jaccard";
-  check_kreciprocal_jaccard_args(crow, col, val, expansion, rows, op);
+  check_kreciprocal_jaccard_args(crow, col, val, expansion, rows, max_distance, op);
   const int64_t n = crow.size(0) - 1;
   const int64_t k2 = expansion.size(1);
   const at::Tensor crow_c = crow.contiguous(), col_c = col.contiguous(), val_c = val.contiguous();

@@ -111,7 +111,8 @@ at::Tensor kreciprocal_weights_cpu(const at::Tensor& x, const at::Tensor& crow, 
   const EncodingVariant variant = check_kreciprocal_weights_args(x, crow, col, std::string(variant_name), row_max, op);
   const bool lists = check_kreciprocal_weights_lists(x, neighbors, neighbor_dist, op);
   const int64_t n = x.size(0), d = x.size(1);
-  check_csr_pattern(crow, col, n, op);
+  check_csr(crow, col, n, op, "crow", "col");
+  check_kreciprocal_weights_values(x, row_max, neighbor_dist, op);
   at::Tensor val = at::empty({col.size(0)}, x.options().dtype(at::kFloat));
   if (col.size(0) == 0) return val;
   const at::Tensor xc = x.contiguous(), crow_c = crow.contiguous(), col_c = col.contiguous();

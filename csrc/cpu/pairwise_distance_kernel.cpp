@@ -22,7 +22,7 @@ at::Tensor pairwise_distance_cpu(const at::Tensor& x, const std::optional<at::Te
   const Metric metric = check_pairwise_distance_args(x, y_opt, metric_name, op);
   const bool self = !y_opt.has_value();
   const int64_t n = x.size(0), m = self ? n : y_opt->size(0);
-  at::Tensor out = at::empty({n, m}, x.options());
+  at::Tensor out = empty_output({n, m}, x.options(), op, "N x M output");
   if (n == 0 || m == 0) return out;
 
   const at::ScalarType acc = accumulate_type(x.scalar_type());

@@ -74,8 +74,13 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     cluster_memory_update_kernel(float* __restrict__ memory, const scalar_t* __restrict__ inputs,
                                  const int64_t* __restrict__ sorted_labels, const int64_t* __restrict__ order,
-                                 int64_t batch, int64_t num_rows, int64_t dim, float momentum, MemoryUpdateMode mode) {
+                                 const bool* __restrict__ inputs_finite, int64_t batch, int64_t num_rows,
+                                 int64_t dim, float momentum, MemoryUpdateMode mode) {
   __shared__ float scratch[kWarps + 1];
+  // Every block reads the same flag, so a batch with NaN/Inf writes nothing.
+  const bool finite = *inputs_finite;
+  CUDA_KERNEL_ASSERT(finite && "cluster_memory_update_: inputs contain NaN or Inf; nothing was written");
+  if (!finite) return;
   const int64_t first = blockIdx.x;
   const int64_t label = sorted_labels[first];
   // The same condition for every thread of the block: whole blocks exit.
@@ -119,11 +124,14 @@ void cluster_memory_update_cuda(at::Tensor memory, const at::Tensor& inputs, con
   // Inputs that share memory's storage would change under the update: copy them.
   const at::Tensor inputs_c = inputs.is_alias_of(memory) ? inputs.clone(at::MemoryFormat::Contiguous)
                                                          : inputs.contiguous();
+  // check_inputs_finite's test, left on the device (no host sync): the kernel reads it.
+  const at::Tensor inputs_finite = at::isfinite(inputs_c).all();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inputs_c.scalar_type(), "cluster_memory_update_cuda", [&] {
     cluster_memory_update_kernel<scalar_t><<<static_cast<unsigned int>(batch), kThreads, 0, stream>>>(
         work.data_ptr<float>(), inputs_c.data_ptr<scalar_t>(), sorted_labels.data_ptr<int64_t>(),
-        order.data_ptr<int64_t>(), batch, num_rows, dim, static_cast<float>(momentum), mode);
+        order.data_ptr<int64_t>(), inputs_finite.data_ptr<bool>(), batch, num_rows, dim,
+        static_cast<float>(momentum), mode);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   if (!work.is_same(memory)) memory.copy_(work);

@@ -243,11 +243,11 @@ __global__ void knn_write_kernel(const acc_t* __restrict__ list_dist, const int6
 // guard set). row_max: null, or N zeros in the accumulation dtype that become
 // max_{j != i} d(i, j) (self search only).
 std::tuple<at::Tensor, at::Tensor> knn_search(const at::Tensor& x, const std::optional<at::Tensor>& y_opt,
-                                              int64_t k, Metric metric, at::Tensor* row_max) {
+                                              int64_t k, Metric metric, at::Tensor* row_max, const char* op) {
   const bool self = !y_opt.has_value();
   const int64_t n = x.size(0), m = self ? n : y_opt->size(0);
-  at::Tensor out_dist = at::empty({n, k}, x.options());
-  at::Tensor out_index = at::empty({n, k}, x.options().dtype(at::kLong));
+  at::Tensor out_dist = empty_output({n, k}, x.options(), op, "N x k distances");
+  at::Tensor out_index = empty_output({n, k}, x.options().dtype(at::kLong), op, "N x k indices");
   if (n == 0) return {out_dist, out_index};
 
   const at::ScalarType acc = accumulate_type(x.scalar_type());
@@ -304,7 +304,7 @@ std::tuple<at::Tensor, at::Tensor> knn_cuda(const at::Tensor& x, const std::opti
   constexpr const char* op = "knn";
   const Metric metric = check_knn_args(x, y_opt, k, metric_name, op);
   const c10::cuda::CUDAGuard device_guard(x.device());
-  return knn_search(x, y_opt, k, metric, nullptr);
+  return knn_search(x, y_opt, k, metric, nullptr, op);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_row_max_cuda(const at::Tensor& x, int64_t k,
@@ -313,7 +313,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_row_max_cuda(const at::Tensor
   const Metric metric = check_knn_args(x, std::nullopt, k, metric_name, op);
   const c10::cuda::CUDAGuard device_guard(x.device());
   at::Tensor row_max = at::zeros({x.size(0)}, x.options().dtype(accumulate_type(x.scalar_type())));
-  auto [dist, index] = knn_search(x, std::nullopt, k, metric, &row_max);
+  auto [dist, index] = knn_search(x, std::nullopt, k, metric, &row_max, op);
   return {dist, index, row_max.to(x.scalar_type())};
 }
 

@@ -203,7 +203,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kreciprocal_jaccard_cuda(const at
                                                                         double max_distance) {
   constexpr const char* op = "kreciprocal_jaccard";
   const c10::cuda::CUDAGuard device_guard(val.device());
-  check_kreciprocal_jaccard_args(crow, col, val, expansion, rows, op);
+  check_kreciprocal_jaccard_args(crow, col, val, expansion, rows, max_distance, op);
   const int64_t n = crow.size(0) - 1;
   // Chunk keys are local row * N + column, local row < N: N^2 must fit in int64.
   TORCH_CHECK_VALUE(n <= (int64_t(1) << 31), op, ": the CUDA kernel supports N <= 2^31 points, got N = ", n);

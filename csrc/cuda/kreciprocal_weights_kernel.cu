@@ -123,7 +123,8 @@ at::Tensor kreciprocal_weights_cuda(const at::Tensor& x, const at::Tensor& crow,
   const c10::cuda::CUDAGuard guard(x.device());
   const bool lists = check_kreciprocal_weights_lists(x, neighbors, neighbor_dist, op);
   const int64_t n = x.size(0), d = x.size(1), nnz = col.size(0);
-  check_csr_pattern(crow, col, n, op);
+  check_csr(crow, col, n, op, "crow", "col");
+  check_kreciprocal_weights_values(x, row_max, neighbor_dist, op);
   at::Tensor val = at::empty({nnz}, x.options().dtype(at::kFloat));
   if (nnz == 0) return val;
   const at::Tensor xc = x.contiguous(), crow_c = crow.contiguous(), col_c = col.contiguous();

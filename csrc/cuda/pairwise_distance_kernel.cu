@@ -41,7 +41,7 @@ at::Tensor pairwise_distance_cuda(const at::Tensor& x, const std::optional<at::T
   const c10::cuda::CUDAGuard device_guard(x.device());
   const bool self = !y_opt.has_value();
   const int64_t n = x.size(0), m = self ? n : y_opt->size(0);
-  at::Tensor out = at::empty({n, m}, x.options());
+  at::Tensor out = empty_output({n, m}, x.options(), op, "N x M output");
   if (n == 0 || m == 0) return out;
 
   const at::ScalarType acc = accumulate_type(x.scalar_type());

@@ -32,5 +32,17 @@ class ClusterMemory(_ClusterMemory):
     """
 
     def __init__(self, num_features, num_samples, temp=0.05, momentum=0.2, use_hard=False):
+        from pyreid.ops._checks import check_int, check_real
+
+        op = "ClusterMemory"
+        for name, value in (("num_features", num_features), ("num_samples", num_samples)):
+            if check_int(value, name, op) < 0:
+                raise ValueError(f"{op}: {name} must be >= 0, got {name}={value}")
+        # NaN passes a `temp <= 0` test and turns every loss into NaN.
+        if not check_real(temp, "temp", op, allow_nan=True) > 0:
+            raise ValueError(f"{op}: temp must be positive, got {temp}")
+        check_real(momentum, "momentum", op, allow_nan=True)  # the range check (NaN included) follows
+        if not isinstance(use_hard, bool):
+            raise TypeError(f"{op}: use_hard must be a bool, got {type(use_hard).__name__} {use_hard!r}")
         super().__init__(num_features, num_samples, temp=temp, momentum=momentum, mode="hard" if use_hard else "momentum")
         self.use_hard = use_hard

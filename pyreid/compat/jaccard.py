@@ -39,10 +39,12 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
 
     CUDA features are clustered on the GPU when this build has the CUDA
     kernels, else copied to the CPU first (the result is a numpy array either
-    way). Errors are :func:`pyreid.ops.jaccard_distance`'s (ValueError for
-    k1 / k2 out of range, TypeError for non-floating features). In
-    particular N <= k1 is a ValueError, where the published function returns
-    numbers built from faiss' padding (index -1) of the short lists.
+    way). Errors are :func:`pyreid.ops.jaccard_distance`'s, named after this
+    function: ValueError for k1 / k2 out of range or NaN/Inf features,
+    TypeError for non-floating (integer, bool, complex) features or a
+    non-integer k1 / k2. In particular N <= k1 is a ValueError, where the
+    published function returns numbers built from faiss' padding (index -1)
+    of the short lists.
 
     Example:
         >>> x = torch.nn.functional.normalize(torch.randn(200, 64), dim=1)
@@ -50,7 +52,7 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
         (200, 200)
     """
     from pyreid._extension import has_kernel
-    from pyreid.ops._checks import check_kreciprocal_args
+    from pyreid.ops._checks import check_floating, check_kreciprocal_args
     from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding
     from pyreid.ops.jaccard import jaccard_distance
     from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
@@ -59,11 +61,17 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
     start = time.time()
     if print_flag:
         print("Computing jaccard distance...")
-    x = torch.as_tensor(target_features).detach()
-    if not has_kernel("kreciprocal_sets", x.device.type):
+    op = "compute_jaccard_distance"
+    x = _as_tensor(target_features, "target_features", op).detach()
+    # Before the cast to float32, which would take integers, bools and the
+    # real part of complex numbers without a word.
+    check_floating(x, "target_features", op)
+    if x.device.type != "meta" and not has_kernel("kreciprocal_sets", x.device.type):
         x = x.cpu()  # the caller gets numpy either way
     x = x.float()
-    check_kreciprocal_args(x, k1, k2, "jaccard_distance", "cluster")
+    check_kreciprocal_args(x, k1, k2, op, "cluster")
+    if x.device.type == "meta":
+        raise ValueError(f"{op}: target_features is a meta tensor; the result is a numpy array of its values")
     neighbors = _index_ordered_neighbors(x, k1)
     if neighbors is None:  # no duplicate rows: the native lists are faiss'
         dist = jaccard_distance(x, k1=k1, k2=k2, variant="cluster")
@@ -82,6 +90,16 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
     if print_flag:
         print(f"Jaccard distance computing time cost: {time.time() - start}")
     return dist
+
+
+def _as_tensor(value, name: str, op: str) -> torch.Tensor:
+    """A tensor of ``value`` (a tensor, a numpy array or nested lists), or a TypeError naming the op."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{op}: {name} must be a tensor or an array of numbers, got {type(value).__name__}: {error}") from None
 
 
 def _index_ordered_neighbors(x: torch.Tensor, k: int):

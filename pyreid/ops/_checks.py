@@ -12,9 +12,15 @@ One error convention for the whole library (csrc/common/checks.h states it too):
 - ``NotImplementedError``: a device this build of pyreid has no kernel for.
 
 ``torch._check_value`` / ``torch._check_type`` raise ValueError / TypeError
-and accept symbolic conditions, so the fake kernels can use them too.
+and accept symbolic conditions, so the fake kernels can use them too. The
+wrappers first check the Python arguments themselves (``check_int``,
+``check_real``, ``check_str``, ``check_tensor``): a float k, a bool, a NaN
+or a string is an error there, never silently converted by ``int()`` /
+``float()`` or left to the dispatcher's own message.
 """
 
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -34,7 +40,59 @@ _value = torch._check_value
 _type = torch._check_type
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 # ---------------------------------------------------------------- building blocks
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+# The argument checks below test plain Python values, so they raise directly
+# (torch._check* would not trace under torch.compile with a tensor in the
+# message's closure); dynamo folds the conditions away.
+
+
+def check_tensor(t, name: str, op: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {_type_name(t)}")
+
+
+def check_optional_tensor(t, name: str, op: str) -> None:
+    if t is not None and not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {_type_name(t)}")
+
+
+def check_int(value, name: str, op: str) -> int:
+    """An integer argument (int, a numpy integer, a SymInt; not bool, float or str) that fits in int64."""
+    if isinstance(value, torch.SymInt):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an int, got {_type_name(value)} {value!r}")
+    value = int(value)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"{op}: {name} must fit in int64, got {name}={value}")
+    return value
+
+
+def check_real(value, name: str, op: str, allow_nan: bool = False) -> float:
+    """A real argument (int, float, numpy scalar, SymInt/SymFloat; not bool, complex, str, tensor); not NaN
+    unless ``allow_nan`` (range checks written as ``lo <= v <= hi`` reject NaN themselves)."""
+    if isinstance(value, (torch.SymInt, torch.SymFloat)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {_type_name(value)} {value!r}")
+    value = float(value)
+    if not allow_nan and math.isnan(value):
+        raise ValueError(f"{op}: {name} must be a number, got {name}=nan")
+    return value
+
+
+def check_str(value, name: str, op: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{op}: {name} must be a str, got {_type_name(value)} {value!r}")
 
 
 def check_dim(t: torch.Tensor, dim: int, name: str, op: str) -> None:
@@ -68,7 +126,13 @@ def _all_finite(t: torch.Tensor) -> bool:
 
 
 def check_finite(t: torch.Tensor, name: str, op: str) -> None:
-    """A data-dependent check (one reduction): eager wrappers only, never in a fake kernel."""
+    """A data-dependent check (one reduction): eager wrappers only, never in a fake kernel.
+
+    Skipped on meta tensors, which have no values: there the shape, dtype and
+    argument checks still run, and the op returns a result of the right shape.
+    """
+    if t.device.type == "meta":
+        return
     _value(
         t.numel() == 0 or _all_finite(t),
         lambda: f"{op}: {name} contains NaN or Inf; clean the features first (e.g. torch.nan_to_num)",
@@ -76,6 +140,7 @@ def check_finite(t: torch.Tensor, name: str, op: str) -> None:
 
 
 def check_choice(value: str, choices, what: str, op: str) -> None:
+    check_str(value, what, op)
     expected = ", ".join(f"'{c}'" for c in choices[:-1]) + f" or '{choices[-1]}'"
     _value(value in choices, lambda: f"{op}: unknown {what} '{value}'; expected {expected}")
 
@@ -173,16 +238,34 @@ def check_dbscan_sparse_layout(dist) -> None:
     )
 
 
+def check_coo_indices(dist: torch.Tensor, op: str) -> None:
+    """Every index of a sparse COO matrix within its shape, checked before torch converts it.
+
+    ``torch.sparse_coo_tensor`` accepts out-of-range and negative indices
+    unless invariant checks are on, and ``coalesce().to_sparse_csr()`` then
+    writes out of bounds. One pass over the 2 x nnz indices; skipped on meta.
+    """
+    if dist.device.type == "meta" or dist._nnz() == 0:
+        return
+    indices = dist._indices()
+    size = torch.tensor(dist.shape[:2], device=indices.device).unsqueeze(1)
+    bad = (indices < 0) | (indices >= size)
+    if bool(bad.any()):
+        axis, position = (int(v) for v in bad.nonzero()[0])
+        what = ("row", "column")[axis]
+        _value(
+            False,
+            lambda: f"{op}: COO {what} index indices[{axis}, {position}] = {int(indices[axis, position])} "
+            f"is out of range [0, {dist.shape[axis]})",
+        )
+
+
 def check_dbscan_csr_args(crow_indices, col_indices, values, n, eps, min_samples) -> None:
     op = "dbscan"
     check_dbscan_parameters(eps, min_samples)
     _value(n >= 0, lambda: f"{op}: n must be >= 0, got n={n}")
     for name, t in (("crow_indices", crow_indices), ("col_indices", col_indices), ("values", values)):
         check_dim(t, 1, name, op)
-    _type(
-        crow_indices.dtype == torch.int64 and col_indices.dtype == torch.int64,
-        lambda: f"{op}: crow_indices and col_indices must be int64, got {crow_indices.dtype} and {col_indices.dtype}",
-    )
     check_same_device(crow_indices, values, "crow_indices", "values", op)
     check_same_device(col_indices, values, "col_indices", "values", op)
     _value(
@@ -193,6 +276,9 @@ def check_dbscan_csr_args(crow_indices, col_indices, values, n, eps, min_samples
         col_indices.shape[0] == values.shape[0],
         lambda: f"{op}: col_indices has {col_indices.shape[0]} entries but values has {values.shape[0]}",
     )
+    # csrc's check_csr (the pattern's values need the data: eager only).
+    check_dtype(crow_indices, torch.int64, "crow_indices", op)
+    check_dtype(col_indices, torch.int64, "col_indices", op)
     check_floating(values, "values", op)
 
 
@@ -298,7 +384,7 @@ def check_kreciprocal_weights_args(x, crow, col, variant, row_max, neighbors=Non
         check_same_device(x, neighbor_dist, "x", "neighbor_dist", op)
 
 
-def check_kreciprocal_jaccard_args(crow, col, val, expansion, rows) -> None:
+def check_kreciprocal_jaccard_args(crow, col, val, expansion, rows, max_distance=1.0) -> None:
     """The shape half of csrc's check_kreciprocal_jaccard_args (offsets and index ranges need the data)."""
     op = "kreciprocal_jaccard"
     for name, t, dim in (("crow", crow, 1), ("col", col, 1), ("val", val, 1), ("expansion", expansion, 2)):
@@ -316,6 +402,7 @@ def check_kreciprocal_jaccard_args(crow, col, val, expansion, rows) -> None:
         lambda: f"{op}: expansion must be N x k2 with N = {n} and k2 >= 1, got shape {list(expansion.shape)}",
     )
     _value(0 <= rows <= n, lambda: f"{op}: rows must be in [0, {n}], got {rows}")
+    _value(max_distance == max_distance, lambda: f"{op}: max_distance must be a number, got {max_distance}")
 
 
 # ---------------------------------------------------------------- jaccard_graph, jaccard_distance, re_ranking
@@ -323,6 +410,9 @@ def check_kreciprocal_jaccard_args(crow, col, val, expansion, rows) -> None:
 
 def check_kreciprocal_args(x: torch.Tensor, k1: int, k2: int, op: str, variant: Optional[str] = None) -> None:
     """The features and parameters of jaccard_graph / jaccard_distance / re_ranking."""
+    check_tensor(x, "features", op)
+    check_int(k1, "k1", op)
+    check_int(k2, "k2", op)
     if variant is not None:
         check_choice(variant, VARIANTS, "variant", op)
     check_dim(x, 2, "features", op)
@@ -341,7 +431,9 @@ def check_re_ranking_args(query, gallery, lambda_value, distance: str = "euclide
     """What re_ranking checks before joining query and gallery (then check_kreciprocal_args)."""
     op = "re_ranking"
     check_choice(distance, RERANK_DISTANCES, "distance", op)
+    check_real(lambda_value, "lambda_value", op, allow_nan=True)  # NaN fails the range check below
     for name, t in (("query", query), ("gallery", gallery)):
+        check_tensor(t, name, op)
         check_dim(t, 2, name, op)
         check_floating(t, name, op)
     _value(

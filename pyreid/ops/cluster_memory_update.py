@@ -2,7 +2,7 @@
 
 import torch
 
-from pyreid.ops._checks import check_cluster_memory_update_args
+from pyreid.ops._checks import check_cluster_memory_update_args, check_real, check_str, check_tensor
 
 __all__ = ["cluster_memory_update_"]
 
@@ -38,17 +38,24 @@ def cluster_memory_update_(
     :class:`pyreid.losses.ClusterMemory` for the loss and its backward). On CUDA
     the call never syncs with the host, so an out-of-range label there is a
     device-side assertion (as in PyTorch's indexing ops) rather than a Python
-    error; on the CPU it is a ValueError.
+    error; on the CPU it is a ValueError. The same holds for NaN or Inf in
+    ``inputs``: the memory is left untouched and the CPU raises ValueError,
+    CUDA asserts on the device.
 
     Raises ValueError for a wrong rank, width, batch size, device mix,
-    momentum or mode, and TypeError for a wrong dtype.
+    momentum, mode or non-finite inputs, and TypeError for a wrong dtype.
 
     Example:
         >>> memory = torch.nn.functional.normalize(torch.randn(10, 64), dim=1)
         >>> x = torch.nn.functional.normalize(torch.randn(32, 64), dim=1)
         >>> _ = pyreid.ops.cluster_memory_update_(memory, x, torch.randint(0, 10, (32,)), 0.2)
     """
-    torch.ops.pyreid.cluster_memory_update_.default(memory, inputs, targets, float(momentum), mode)
+    op = "cluster_memory_update_"
+    for name, t in (("memory", memory), ("inputs", inputs), ("targets", targets)):
+        check_tensor(t, name, op)
+    momentum = check_real(momentum, "momentum", op, allow_nan=True)  # NaN fails the range check
+    check_str(mode, "mode", op)
+    torch.ops.pyreid.cluster_memory_update_.default(memory, inputs, targets, momentum, mode)
     return memory
 
 

@@ -3,10 +3,14 @@
 import torch
 
 from pyreid.ops._checks import (
+    check_coo_indices,
     check_dbscan_csr_args,
     check_dbscan_dense_args,
     check_dbscan_parameters,
     check_dbscan_sparse_layout,
+    check_int,
+    check_real,
+    check_tensor,
 )
 
 __all__ = ["dbscan"]
@@ -43,25 +47,37 @@ def dbscan(dist: torch.Tensor, eps: float, min_samples: int = 5) -> torch.Tensor
     millions of points where a dense matrix cannot exist.
 
     Raises ValueError for a bad eps / min_samples, a non-square or malformed
-    matrix, or negative / NaN distances, and TypeError for non-floating
-    distances or non-int64 sparse indices.
+    matrix (CSR offsets that do not run from 0 up to nnz, indices outside
+    [0, N): the message names the first offending entry), or negative / NaN
+    distances, and TypeError for non-floating distances, non-int64 sparse
+    indices, a non-real eps or a non-integer min_samples.
 
     Example:
         >>> d = torch.tensor([[0.0, 0.1, 0.9], [0.1, 0.0, 0.9], [0.9, 0.9, 0.0]])
         >>> pyreid.ops.dbscan(d, eps=0.2, min_samples=2)
         tensor([ 0,  0, -1])
     """
+    check_tensor(dist, "dist", "dbscan")
+    eps = check_real(eps, "eps", "dbscan", allow_nan=True)  # NaN fails the range check
+    min_samples = check_int(min_samples, "min_samples", "dbscan")
     check_dbscan_parameters(eps, min_samples)
     if dist.layout == torch.strided:
-        return torch.ops.pyreid.dbscan_dense.default(dist, float(eps), int(min_samples))
+        return torch.ops.pyreid.dbscan_dense.default(dist, eps, min_samples)
     crow, col, values, n = _csr_arrays(dist)
-    return torch.ops.pyreid.dbscan_csr.default(crow, col, values, n, float(eps), int(min_samples))
+    return torch.ops.pyreid.dbscan_csr.default(crow, col, values, n, eps, min_samples)
 
 
 def _csr_arrays(dist: torch.Tensor):
     """(crow_indices, col_indices, values, n) of a sparse COO/CSR N x N matrix, int64 indices."""
     check_dbscan_sparse_layout(dist)
+    if dist.layout == torch.sparse_coo and dist.device.type == "meta":
+        # torch has no meta conversion to CSR: the arrays' shapes, no values.
+        n = int(dist.shape[0])
+        crow, col = torch.zeros(n + 1, dtype=torch.int64, device="meta"), dist._indices()[1]
+        return crow, col, dist._values(), n
     if dist.layout == torch.sparse_coo:
+        # torch converts without looking at the indices: check them first.
+        check_coo_indices(dist, "dbscan")
         # Duplicate entries are summed, as scipy does when it converts to CSR.
         dist = dist.coalesce().to_sparse_csr()
     return dist.crow_indices().long(), dist.col_indices().long(), dist.values(), int(dist.shape[0])

@@ -5,7 +5,7 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops._checks import check_kreciprocal_args
+from pyreid.ops._checks import VARIANTS, check_choice, check_kreciprocal_args, check_real
 from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 
@@ -15,8 +15,16 @@ __all__ = ["jaccard_distance", "jaccard_graph"]
 def _jaccard_csr(
     features: torch.Tensor, k1: int, k2: int, max_distance: float, variant: str, op: str
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_choice(variant, VARIANTS, "variant", op)
     check_kreciprocal_args(features, k1, k2, op, variant)
+    max_distance = check_real(max_distance, "max_distance", op)
     x = features if features.dtype == torch.float64 else features.float()
+    if x.device.type == "meta":
+        # The checks above ran (the data-dependent ones are skipped). The
+        # stored pairs depend on the values: the graph holds what is always
+        # stored, the diagonal, so shapes flow on (e.g. into dbscan).
+        n = x.shape[0]
+        return torch.arange(n + 1, device="meta"), torch.arange(n, device="meta"), x.new_zeros((n,), dtype=torch.float32)
     neighbors, crow, col, val = kreciprocal_encoding(x, k1, variant)
     return kreciprocal_jaccard(crow, col, val, neighbors[:, :k2].contiguous(), x.shape[0], max_distance)
 
@@ -56,8 +64,11 @@ def jaccard_graph(
         Memory O(N k1 k2).
 
     Raises ValueError for a wrong rank, k1 / k2 out of range, an unknown
-    variant or NaN/Inf features, TypeError for non-floating features, and
-    NotImplementedError for a device this build has no kernels for.
+    variant, NaN/Inf features or a NaN max_distance, TypeError for
+    non-floating features, a non-integer k1 / k2 or a non-string variant,
+    and NotImplementedError for a device this build has no kernels for. On
+    meta tensors the same argument checks run and the graph holds only its
+    diagonal (which pairs are stored depends on the values).
 
     Example:
         >>> x = torch.nn.functional.normalize(torch.randn(500, 64), dim=1)
@@ -65,8 +76,8 @@ def jaccard_graph(
         >>> g.shape, g.layout
         (torch.Size([500, 500]), torch.sparse_csr)
     """
-    n = features.shape[0] if features.dim() == 2 else 0
     crow, col, val = _jaccard_csr(features, k1, k2, max_distance, variant, "jaccard_graph")
+    n = crow.numel() - 1
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
         return torch.sparse_csr_tensor(crow, col, val, (n, n), check_invariants=False)
@@ -75,9 +86,10 @@ def jaccard_graph(
 def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6, variant: str = "cluster") -> torch.Tensor:
     """The k-reciprocal Jaccard distance as a dense N x N float32 matrix.
 
-    Same arguments and values as :func:`jaccard_graph` (from the same sparse
-    computation, each point first in its own neighbour list); pairs that
-    share no support are 1. Use it where code wants
+    Same arguments, values and errors as :func:`jaccard_graph` (from the
+    same sparse computation, each point first in its own neighbour list);
+    pairs that share no support are 1. Meta tensors give an N x N meta
+    result after the argument checks. Use it where code wants
     Cluster-Contrast's dense matrix; prefer ``jaccard_graph`` at scale.
 
     Example:
@@ -89,6 +101,8 @@ def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6, variant:
     crow, col, val = _jaccard_csr(features, k1, k2, 1.0, variant, "jaccard_distance")
     n = crow.numel() - 1
     dense = torch.ones((n, n), dtype=torch.float32, device=val.device)
+    if dense.device.type == "meta":
+        return dense
     rows = torch.repeat_interleave(torch.arange(n, device=val.device), crow.diff())
     dense[rows, col] = val
     return dense

@@ -5,7 +5,7 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops._checks import check_kmeans_args
+from pyreid.ops._checks import check_int, check_kmeans_args, check_real, check_tensor
 from pyreid.ops.knn import knn
 
 __all__ = ["kmeans"]
@@ -40,8 +40,10 @@ def kmeans(
     al., TOMM 2018), which clusters features into as many clusters as there
     are identities.
 
-    Raises ValueError for a wrong rank, k / iters / tol out of range or
-    NaN/Inf input and TypeError for non-floating input.
+    Raises ValueError for a wrong rank, k / iters / tol out of range (NaN
+    included) or NaN/Inf input and TypeError for non-floating input or a
+    non-integer k / iters / seed. Meta tensors give meta results of the
+    right shapes after the same argument checks.
 
     Example:
         >>> x = torch.cat([torch.randn(100, 8), torch.randn(100, 8) + 10])
@@ -49,7 +51,14 @@ def kmeans(
         >>> int(labels[:100].unique().numel()), int(labels[100:].unique().numel())
         (1, 1)
     """
+    op = "kmeans"
+    check_tensor(x, "x", op)
+    k, iters, seed = check_int(k, "k", op), check_int(iters, "iters", op), check_int(seed, "seed", op)
+    tol = check_real(tol, "tol", op, allow_nan=True)  # NaN fails the range check
     check_kmeans_args(x, k, iters, tol)
+    if x.device.type == "meta":  # no values to cluster: the shapes of the result
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        return x.new_empty((k, x.shape[1]), dtype=dtype), x.new_empty((x.shape[0],), dtype=torch.int64)
     x = x.detach()
     x = x.double() if x.dtype == torch.float64 else x.float()
     x = x.contiguous()

@@ -4,7 +4,7 @@ from typing import Optional
 
 import torch
 
-from pyreid.ops._checks import check_knn_args
+from pyreid.ops._checks import check_int, check_knn_args, check_optional_tensor, check_str, check_tensor
 
 __all__ = ["knn"]
 
@@ -43,7 +43,10 @@ def knn(
     any scale. Not differentiable.
 
     Raises ValueError for a wrong rank, width, device mix, k, metric or
-    NaN/Inf input and TypeError for a non-floating or mixed dtype.
+    NaN/Inf input and TypeError for a non-floating or mixed dtype, a
+    non-integer k (2.5, "3", True) or a non-string metric, and
+    torch.OutOfMemoryError (naming the op and the size) when the N x k
+    outputs cannot be allocated.
 
     Example:
         >>> x = torch.randn(1000, 64)
@@ -51,7 +54,12 @@ def knn(
         >>> bool((idx[:, 0] == torch.arange(1000)).all())
         True
     """
-    return torch.ops.pyreid.knn.default(x, y, int(k), metric)
+    op = "knn"
+    check_tensor(x, "x", op)
+    check_optional_tensor(y, "y", op)
+    k = check_int(k, "k", op)
+    check_str(metric, "metric", op)
+    return torch.ops.pyreid.knn.default(x, y, k, metric)
 
 
 @torch.library.register_fake("pyreid::knn")

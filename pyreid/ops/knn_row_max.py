@@ -2,7 +2,7 @@
 
 import torch
 
-from pyreid.ops._checks import check_knn_args
+from pyreid.ops._checks import check_int, check_knn_args, check_str, check_tensor
 
 __all__ = ["knn_row_max"]
 
@@ -38,7 +38,11 @@ def knn_row_max(x: torch.Tensor, *, k: int, metric: str = "sqeuclidean") -> tupl
         >>> bool(torch.allclose(row_max, torch.cdist(x, x).square().amax(dim=1), rtol=1e-4))
         True
     """
-    return torch.ops.pyreid.knn_row_max.default(x, int(k), metric)
+    op = "knn_row_max"
+    check_tensor(x, "x", op)
+    k = check_int(k, "k", op)
+    check_str(metric, "metric", op)
+    return torch.ops.pyreid.knn_row_max.default(x, k, metric)
 
 
 @torch.library.register_fake("pyreid::knn_row_max")

@@ -4,7 +4,7 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops._checks import check_kreciprocal_jaccard_args
+from pyreid.ops._checks import check_int, check_kreciprocal_jaccard_args, check_real, check_tensor
 
 __all__ = ["kreciprocal_jaccard"]
 
@@ -35,19 +35,32 @@ def kreciprocal_jaccard(
         CPU and CUDA kernels return the same CSR (the CUDA kernel sums in the
         CPU's order); both are deterministic.
 
-    Raises ValueError for inconsistent shapes, offsets, index ranges, rows or
-    devices and TypeError for a wrong dtype.
+    Raises ValueError for inconsistent shapes, a malformed CSR pattern (the
+    message names the first offending entry), index ranges, rows, a NaN
+    max_distance or a device mix, and TypeError for a wrong dtype or a
+    non-integer rows. On meta tensors the checks run and the result holds
+    only the diagonal (the stored pairs depend on the values).
 
     Example:
         >>> crow, col = torch.tensor([0, 1, 2]), torch.tensor([0, 1])
         >>> pyreid.ops.kreciprocal_jaccard(crow, col, torch.ones(2), torch.tensor([[0], [1]]), 2)[2]
         tensor([0., 0.])
     """
-    return torch.ops.pyreid.kreciprocal_jaccard.default(crow, col, val, expansion, int(rows), float(max_distance))
+    op = "kreciprocal_jaccard"
+    for name, t in (("crow", crow), ("col", col), ("val", val), ("expansion", expansion)):
+        check_tensor(t, name, op)
+    rows = check_int(rows, "rows", op)
+    max_distance = check_real(max_distance, "max_distance", op)
+    if val.device.type == "meta":
+        # The stored pairs depend on the values. After the checks, the part
+        # that is always stored: the diagonal of the rows.
+        check_kreciprocal_jaccard_args(crow, col, val, expansion, rows, max_distance)
+        return torch.arange(rows + 1, device="meta"), torch.arange(rows, device="meta"), val.new_zeros((rows,))
+    return torch.ops.pyreid.kreciprocal_jaccard.default(crow, col, val, expansion, rows, max_distance)
 
 
 @torch.library.register_fake("pyreid::kreciprocal_jaccard")
 def _kreciprocal_jaccard_fake(crow, col, val, expansion, rows, max_distance):
-    check_kreciprocal_jaccard_args(crow, col, val, expansion, rows)
+    check_kreciprocal_jaccard_args(crow, col, val, expansion, rows, max_distance)
     nnz = torch.library.get_ctx().new_dynamic_size()
     return crow.new_empty((rows + 1,)), col.new_empty((nnz,)), val.new_empty((nnz,))

@@ -4,7 +4,7 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops._checks import check_kreciprocal_sets_args
+from pyreid.ops._checks import check_int, check_kreciprocal_sets_args, check_tensor
 
 __all__ = ["kreciprocal_sets"]
 
@@ -23,7 +23,8 @@ def kreciprocal_sets(neighbors: torch.Tensor, k1: int) -> Tuple[torch.Tensor, to
         each row's columns ascending. CPU and CUDA kernels give the same sets.
 
     Raises ValueError for a wrong shape, k1 or index range and TypeError for
-    non-int64 lists.
+    non-int64 lists or a non-integer k1. On meta tensors the checks run and
+    the result holds only the diagonal (the sets' sizes depend on the values).
 
     Example:
         >>> _, nb = pyreid.ops.knn(torch.randn(100, 8), k=10)
@@ -31,7 +32,15 @@ def kreciprocal_sets(neighbors: torch.Tensor, k1: int) -> Tuple[torch.Tensor, to
         >>> crow.shape
         torch.Size([101])
     """
-    return torch.ops.pyreid.kreciprocal_sets.default(neighbors, int(k1))
+    check_tensor(neighbors, "neighbors", "kreciprocal_sets")
+    k1 = check_int(k1, "k1", "kreciprocal_sets")
+    if neighbors.device.type == "meta":
+        # The sets' sizes depend on the values. After the checks, the part
+        # every R*(i) holds: i itself (N entries), so shapes flow on.
+        check_kreciprocal_sets_args(neighbors, k1)
+        n = neighbors.shape[0]
+        return torch.arange(n + 1, device="meta"), torch.arange(n, device="meta")
+    return torch.ops.pyreid.kreciprocal_sets.default(neighbors, k1)
 
 
 @torch.library.register_fake("pyreid::kreciprocal_sets")

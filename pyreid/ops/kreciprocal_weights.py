@@ -4,7 +4,7 @@ from typing import Optional
 
 import torch
 
-from pyreid.ops._checks import check_kreciprocal_weights_args
+from pyreid.ops._checks import check_kreciprocal_weights_args, check_optional_tensor, check_str, check_tensor
 
 __all__ = ["kreciprocal_weights"]
 
@@ -39,9 +39,10 @@ def kreciprocal_weights(
         nnz float32 values, aligned with ``col``; each non-empty row sums to 1.
 
     Raises ValueError for an unknown variant, inconsistent shapes or CSR
-    pattern, a missing or superfluous row_max, only one of neighbors /
-    neighbor_dist, list entries outside [0, N), or a device mix, and
-    TypeError for a wrong dtype.
+    pattern (the message names the first offending entry), a missing or
+    superfluous row_max, only one of neighbors / neighbor_dist, list entries
+    outside [0, N), NaN/Inf in x, row_max or neighbor_dist, or a device mix,
+    and TypeError for a wrong dtype.
 
     Example:
         >>> x = torch.nn.functional.normalize(torch.randn(100, 16), dim=1)
@@ -49,6 +50,12 @@ def kreciprocal_weights(
         >>> pyreid.ops.kreciprocal_weights(x, crow, col).shape == col.shape
         True
     """
+    op = "kreciprocal_weights"
+    for name, t in (("x", x), ("crow", crow), ("col", col)):
+        check_tensor(t, name, op)
+    for name, t in (("row_max", row_max), ("neighbors", neighbors), ("neighbor_dist", neighbor_dist)):
+        check_optional_tensor(t, name, op)
+    check_str(variant, "variant", op)
     return torch.ops.pyreid.kreciprocal_weights.default(x, crow, col, variant, row_max, neighbors, neighbor_dist)
 
 

@@ -4,7 +4,7 @@ from typing import Optional
 
 import torch
 
-from pyreid.ops._checks import check_pairwise_distance_args
+from pyreid.ops._checks import check_optional_tensor, check_pairwise_distance_args, check_str, check_tensor
 
 __all__ = ["pairwise_distance"]
 
@@ -28,7 +28,9 @@ def pairwise_distance(x: torch.Tensor, y: Optional[torch.Tensor] = None, metric:
     never materialises this N x M matrix.
 
     Raises ValueError for a wrong rank, width, device mix, metric or NaN/Inf
-    input and TypeError for a non-floating or mixed dtype.
+    input, TypeError for a non-floating or mixed dtype, a non-tensor input or
+    a non-string metric, and torch.OutOfMemoryError (naming the op and the
+    size) when the N x M output cannot be allocated.
 
     Example:
         >>> x = torch.randn(5, 16)
@@ -36,6 +38,10 @@ def pairwise_distance(x: torch.Tensor, y: Optional[torch.Tensor] = None, metric:
         >>> d.shape, float(d[0, 0])
         (torch.Size([5, 5]), 0.0)
     """
+    op = "pairwise_distance"
+    check_tensor(x, "x", op)
+    check_optional_tensor(y, "y", op)
+    check_str(metric, "metric", op)
     return torch.ops.pyreid.pairwise_distance.default(x, y, metric)
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from pyreid.ops._checks import check_kreciprocal_args, check_re_ranking_args
+from pyreid.ops._checks import check_int, check_kreciprocal_args, check_re_ranking_args
 from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding, neighbour_columns
 from pyreid.ops.knn_row_max import knn_row_max
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
@@ -63,21 +63,26 @@ def re_ranking(
         Q x G float32 distances (smaller is more similar).
 
     Raises ValueError for a wrong rank, width or device mix, k1 / k2 /
-    lambda_value out of range, an unknown distance or NaN/Inf features, TypeError for a
-    non-floating or mixed dtype, and NotImplementedError for a device this
-    build has no kernels for.
+    lambda_value out of range (NaN included), an unknown distance or NaN/Inf
+    features, TypeError for a non-floating or mixed dtype, a non-integer
+    k1 / k2 or a non-real lambda_value, and NotImplementedError for a device
+    this build has no kernels for. Meta tensors give a Q x G meta result
+    after the same argument checks.
 
     Example:
         >>> q, g = torch.randn(50, 32), torch.randn(400, 32)
         >>> pyreid.ops.re_ranking(q, g).shape
         torch.Size([50, 400])
     """
+    k1, k2 = check_int(k1, "k1", "re_ranking"), check_int(k2, "k2", "re_ranking")
     check_re_ranking_args(query, gallery, lambda_value, distance)
     q, g = query.shape[0], gallery.shape[0]
     if q == 0 or g == 0:
         return query.new_zeros((q, g), dtype=torch.float32)
     x = torch.cat([query, gallery]).float()
     check_kreciprocal_args(x, k1, k2, "re_ranking")
+    if x.device.type == "meta":  # the checks ran; there are no values to re-rank
+        return x.new_empty((q, g))
     # The lists and the row maxima from one pass (each pair once on the CPU);
     # only the Q x G block is computed again.
     neighbor_dist, neighbors, row_max = knn_row_max(x, k=neighbour_columns(k1, "original"), metric="sqeuclidean")
