@@ -21,8 +21,8 @@ import torch
 from unit_features import clustered_unit_features
 
 from pyreid import ops
-from pyreid.ops._checks import check_finite
-from pyreid.ops._kreciprocal_encoding import neighbour_columns
+from pyreid.ops.checks import check_finite
+from pyreid.ops.kreciprocal_encoding import neighbour_columns
 
 EPS, MIN_SAMPLES, K1, K2 = 0.6, 4, 30, 6
 

@@ -11,7 +11,7 @@ import torch
 from common import assert_same_csr, cuda_kernels, normalized_features
 
 import pyreid
-import pyreid.ops._checks
+import pyreid.ops.checks
 from references.kreciprocal import jaccard_distance_reference
 from references.published import compute_jaccard_distance_published
 
@@ -162,7 +162,7 @@ def test_input_errors():
 def test_device_without_kernels_is_a_clear_error(monkeypatch):
     # A CPU-only build of pyreid under a CUDA torch: CUDA features reach no
     # kernel. Simulated on the CPU, where has_kernel is forced to say no.
-    monkeypatch.setattr(pyreid.ops._checks, "has_kernel", lambda op, device: False)
+    monkeypatch.setattr(pyreid.ops.checks, "has_kernel", lambda op, device: False)
     with pytest.raises(NotImplementedError, match="no CPU kernel for kreciprocal_sets; pass CPU tensors"):
         pyreid.ops.jaccard_graph(normalized_features(20, 4), k1=5, k2=2)
 

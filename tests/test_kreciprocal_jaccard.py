@@ -11,7 +11,7 @@ import torch
 from common import KERNEL_DEVICES, assert_same_csr, cuda_kernels, normalized_features
 
 import pyreid
-from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding
+from pyreid.ops.kreciprocal_encoding import kreciprocal_encoding
 from references.kreciprocal import kreciprocal_jaccard_reference
 
 

@@ -155,7 +155,7 @@ def same(out, ref, what):
 
 def main():
     import pyreid
-    from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding
+    from pyreid.ops.kreciprocal_encoding import kreciprocal_encoding
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from common import clustered_features

@@ -238,7 +238,7 @@ def kreciprocal_weights(device):
 @case("kreciprocal_jaccard")
 def kreciprocal_jaccard(device):
     import pyreid
-    from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding
+    from pyreid.ops.kreciprocal_encoding import kreciprocal_encoding
 
     x, _ = _encoding_inputs()
     for variant in ("cluster", "original"):

@@ -32,7 +32,7 @@ class ClusterMemory(_ClusterMemory):
     """
 
     def __init__(self, num_features, num_samples, temp=0.05, momentum=0.2, use_hard=False):
-        from pyreid.ops._checks import check_int, check_real
+        from pyreid.ops.checks import check_int, check_real
 
         op = "ClusterMemory"
         for name, value in (("num_features", num_features), ("num_samples", num_samples)):

@@ -97,7 +97,7 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
         >>> re_ranking(d(q, g), d(q, q), d(g, g)).shape
         (10, 40)
     """
-    from pyreid.ops._checks import check_int, check_real
+    from pyreid.ops.checks import check_int, check_real
     from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
     from pyreid.ops.kreciprocal_sets import kreciprocal_sets
 

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyreid.distributed import all_gather_rows
-from pyreid.ops._checks import (
+from pyreid.ops.checks import (
     check_dim,
     check_dtype,
     check_floating,

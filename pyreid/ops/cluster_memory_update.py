@@ -2,7 +2,7 @@
 
 import torch
 
-from pyreid.ops._checks import check_cluster_memory_update_args, check_real, check_str, check_tensor
+from pyreid.ops.checks import check_cluster_memory_update_args, check_real, check_str, check_tensor
 
 __all__ = ["cluster_memory_update_"]
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from pyreid.ops._checks import (
+from pyreid.ops.checks import (
     check_coo_indices,
     check_dbscan_csr_args,
     check_dbscan_dense_args,

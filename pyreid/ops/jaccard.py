@@ -5,8 +5,8 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops._checks import VARIANTS, check_choice, check_kreciprocal_args, check_real
-from pyreid.ops._kreciprocal_encoding import kreciprocal_encoding
+from pyreid.ops.checks import VARIANTS, check_choice, check_kreciprocal_args, check_real
+from pyreid.ops.kreciprocal_encoding import kreciprocal_encoding
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 
 __all__ = ["jaccard_distance", "jaccard_graph"]

@@ -5,7 +5,7 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops._checks import check_int, check_kmeans_args, check_real, check_tensor
+from pyreid.ops.checks import check_int, check_kmeans_args, check_real, check_tensor
 from pyreid.ops.knn import knn
 
 __all__ = ["kmeans"]

@@ -2,7 +2,7 @@
 
 import torch
 
-from pyreid.ops._checks import check_int, check_knn_args, check_str, check_tensor
+from pyreid.ops.checks import check_int, check_knn_args, check_str, check_tensor
 
 __all__ = ["knn_row_max"]
 

@@ -4,7 +4,7 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops._checks import check_int, check_kreciprocal_jaccard_args, check_real, check_tensor
+from pyreid.ops.checks import check_int, check_kreciprocal_jaccard_args, check_real, check_tensor
 
 __all__ = ["kreciprocal_jaccard"]
 

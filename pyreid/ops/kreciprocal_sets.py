@@ -4,7 +4,7 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops._checks import check_int, check_kreciprocal_sets_args, check_tensor
+from pyreid.ops.checks import check_int, check_kreciprocal_sets_args, check_tensor
 
 __all__ = ["kreciprocal_sets"]
 

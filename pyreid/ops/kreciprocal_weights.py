@@ -4,7 +4,7 @@ from typing import Optional
 
 import torch
 
-from pyreid.ops._checks import check_kreciprocal_weights_args, check_optional_tensor, check_str, check_tensor
+from pyreid.ops.checks import check_kreciprocal_weights_args, check_optional_tensor, check_str, check_tensor
 
 __all__ = ["kreciprocal_weights"]
 

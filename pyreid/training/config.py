@@ -125,7 +125,7 @@ class TrainConfig:
         """Raise a :class:`ConfigError` for values no run can use (before any work is done)."""
         from pyreid.data.datasets import DATASETS
         from pyreid.models.backbone import ARCHS
-        from pyreid.ops._checks import RERANK_DISTANCES
+        from pyreid.ops.checks import RERANK_DISTANCES
 
         choices = {"dataset": DATASETS, "arch": ARCHS, "pooling": ("avg", "gem"), "optimizer": ("adam", "sgd"),
                    "scheduler": ("step", "cosine"), "rerank_distance": RERANK_DISTANCES}

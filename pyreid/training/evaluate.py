@@ -52,7 +52,7 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
     to ``min(4, os.cpu_count())``; ``camera_pattern``: see
     :func:`pyreid.data.build_dataset` (``folder`` and ``list`` data sets).
     """
-    from pyreid.ops._checks import RERANK_DISTANCES, check_choice
+    from pyreid.ops.checks import RERANK_DISTANCES, check_choice
 
     check_choice(rerank_distance, RERANK_DISTANCES, "rerank_distance", "evaluate_checkpoint")  # before any work
     state = load_checkpoint(path)

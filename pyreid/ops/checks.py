@@ -1,4 +1,5 @@
-"""The argument checks of every public op, in one place.
+"""The argument checks of every public op, in one place (public: the losses and ``pyreid.compat``
+check their arguments with them too).
 
 The Python wrappers and the fake (meta) kernels call these; the C++ kernels
 run the same checks from csrc/common/*checks.h, with the same messages, so an

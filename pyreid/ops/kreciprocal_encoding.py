@@ -5,7 +5,7 @@ weights need the row maxima) -> expanded k-reciprocal sets R*(i)
 (``ops.kreciprocal_sets``) -> weights ``exp(-d_ij)`` normalised per row
 (``ops.kreciprocal_weights``); every stage has CPU and CUDA kernels. Memory
 O(N k1^2 / 2) for the sets, no N x N. Arguments are checked by the callers
-(``_checks.check_kreciprocal_args``).
+(``checks.check_kreciprocal_args``).
 """
 
 from typing import Optional, Tuple
