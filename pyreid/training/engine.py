@@ -150,7 +150,8 @@ class Engine:
         return os.path.join(self.out, name)
 
     def _check_out_folder(self) -> None:
-        existing = [n for n in (CHECKPOINT, METRICS) if os.path.exists(self.path(n))]
+        # best.pth alone is a run's result too (its checkpoint deleted to save space): never overwrite it.
+        existing = [n for n in (CHECKPOINT, METRICS, BEST) if os.path.exists(self.path(n))]
         if self.config.resume:
             if not os.path.exists(self.path(CHECKPOINT)):
                 raise ckpt_io.CheckpointError(f"--resume: {self.path(CHECKPOINT)} does not exist: nothing to resume "
@@ -255,6 +256,9 @@ class Engine:
 
     def _resume(self) -> int:
         path = self.path(CHECKPOINT)
+        if self.dist.is_main:
+            for stale in ckpt_io.remove_stale_temporaries(self.out):
+                self.log.info("removed %s, left by a run killed while writing it", stale)
         state = ckpt_io.load_checkpoint(path)
         if state.get("algorithm") != self.algorithm_cls.name:
             raise ckpt_io.CheckpointError(f"{path} was written by algorithm '{state.get('algorithm')}', not "
@@ -385,6 +389,12 @@ class Engine:
                           self.iters_per_epoch, c.batch_size)
             try:
                 first = self._resume() + 1 if c.resume else 0
+                if c.resume and first > c.epochs:
+                    # Not an error: the run is complete as asked (its files are left as they are).
+                    self.log.info("nothing to do: the run in %s already trained %d epochs and --epochs is %d; "
+                                  "pass a larger --epochs to train it further", self.out, first - 1, c.epochs)
+                    final = next((h for h in reversed(self.history) if "mAP" in h), {})
+                    return {"history": self.history, "best": self.best, "final": final, "nothing_to_do": True}
                 self._call("before_train")
                 for epoch in range(first, c.epochs + 1):
                     entry: Dict[str, Any] = {"epoch": epoch}
