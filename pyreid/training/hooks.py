@@ -128,6 +128,9 @@ class EvaluationHook(Hook):
             result = engine.evaluate(split)
             prefix = "" if index == 0 else f"{split}_"
             entry.update({prefix + key: value for key, value in result.summary().items()})
+            for part, bad in result.failed.items():  # the same images at every evaluation: logged once
+                entry[f"{prefix}bad_{part}_images"] = len(bad)
+                engine.note_bad_images(prefix + part, bad)
             if index == 0 and (epoch == engine.config.epochs or engine.stop_reason):
                 self.final = result
             engine.log.info("epoch %d: %smAP %.1f%%  rank-1 %.1f%%  rank-5 %.1f%%  rank-10 %.1f%%  mINP %.1f%%",
