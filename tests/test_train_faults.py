@@ -104,6 +104,11 @@ def test_extraction_skips_bad_images_without_shifting_identities(bad_root):
     assert torch.allclose(result.features, clean, atol=1e-4)
     with pytest.raises(OSError, match="cannot read image"):
         extract_items(model, query, height=128, width=64, batch_size=4, num_workers=0, progress=False)
+    with pytest.raises(ValueError, match="no query image to extract"):
+        extract_readable(model, [], height=128, width=64, num_workers=0, progress=False, desc="query")
+    with pytest.raises(ValueError, match="none of the 1 query images could be read"):
+        extract_readable(model, [it for it in query if it[0] == bad["query"]], height=128, width=64,
+                         num_workers=0, progress=False, desc="query")
 
 
 def test_train_loader_drops_bad_images_and_says_which(bad_root):
