@@ -150,7 +150,8 @@ def _run_train(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         train(args.algorithm, config=args.config, options=options, **overrides)
-    except (CheckpointError, NonFiniteLossError, PretrainedWeightsUnavailable, *_USER_ERRORS) as e:
+    # OSError: an image that cannot be read with --on-bad-image fail (the message names it)
+    except (CheckpointError, NonFiniteLossError, PretrainedWeightsUnavailable, OSError, *_USER_ERRORS) as e:
         return _user_error("train", e, args.verbose)
     except KeyboardInterrupt:
         print("pyreid train: interrupted; the last finished epoch's checkpoint is kept (continue with --resume)",
@@ -212,6 +213,9 @@ def _run_eval(args) -> int:
     print(f"{r['dataset']} ({r['num_query']} query, {r['num_gallery']} gallery), epoch {r['epoch']}"
           f"{', re-ranked (' + r['rerank_distance'] + ')' if r['rerank'] else ''}{', flip' if r['flip'] else ''}:")
     print("  " + "  ".join(f"{k} {100 * r[k]:.1f}%" for k in ("mAP", "rank1", "rank5", "rank10", "mINP")))
+    for split, paths in r.get("skipped_images", {}).items():
+        print(f"  skipped {len(paths)} {split} image(s) that cannot be read: {', '.join(paths[:5])}"
+              f"{' ...' if len(paths) > 5 else ''}")
     print(f"  written: {r['written']}")
     return 0
 

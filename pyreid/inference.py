@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pyreid.data.loaders import read_image
+from pyreid.data.loaders import read_image, try_read_image
 from pyreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
 __all__ = ["InferenceModel", "EmbedResult", "load_model"]
@@ -58,10 +58,8 @@ class _Files(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        try:
-            return self.transform(read_image(self.paths[index])), index, ""
-        except OSError as e:  # unreadable, truncated, not an image
-            return torch.zeros(self.shape), index, str(e.__cause__ or e)
+        image, reason = try_read_image(self.paths[index])  # unreadable, truncated, not an image: a reason
+        return (self.transform(image) if image is not None else torch.zeros(self.shape)), index, reason
 
 
 class InferenceModel(nn.Module):

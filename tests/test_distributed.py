@@ -181,7 +181,8 @@ def test_resume_with_another_number_of_processes(data_root, tmp_path, first, sec
 
 
 def test_a_failure_on_one_rank_stops_every_rank(data_root, tmp_path):
-    """A broken image that only rank 1 reads (in the class-mean extraction): the run ends with the error."""
+    """A broken image that only rank 1 reads (in the class-mean extraction): skipped by default (named in
+    train.log; its rank decides alone, the gathered rows tell the other), and with --on-bad-image fail the run ends with the error on every rank."""
     import shutil
 
     root = tmp_path / "data"
@@ -190,8 +191,13 @@ def test_a_failure_on_one_rank_stops_every_rank(data_root, tmp_path):
     victim = items[16][0]  # batch 1 of 8 (test batch size) goes to rank 1
     with open(victim, "wb") as f:
         f.write(b"not a jpeg")
-    result = _torchrun(2, "train", "supervised", *_flags(str(root), tmp_path / "run", test_batch_size=8),
+    result = _torchrun(2, "train", "supervised", *_flags(str(root), tmp_path / "skip", test_batch_size=8),
                        timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (tmp_path / "skip" / "train.log").read_text()
+    assert "images cannot be read and get zero features" in log and victim in log
+    result = _torchrun(2, "train", "supervised", *_flags(str(root), tmp_path / "run", test_batch_size=8,
+                                                         on_bad_image="fail"), timeout=300)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "cannot read image" in output and os.path.basename(victim) in output

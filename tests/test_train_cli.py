@@ -192,7 +192,7 @@ def test_clear_errors_and_nothing_written_is_lost(data_root, tmp_path, capsys):
     # A finished run is never overwritten by a new one ...
     assert main(["train", "supervised", *_flags(data_root, out, epochs=1, plots=False)]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert "already holds a run (checkpoint.pth, metrics.json): pass --resume" in _error(
+    assert "already holds a run (checkpoint.pth, metrics.json, best.pth): pass --resume" in _error(
         capsys, ["train", "supervised", *_flags(data_root, out, epochs=1)])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     # ... nor resumed with other settings.

@@ -178,3 +178,32 @@ def test_embedding_colours_and_clusters(tmp_path):
         plot_embedding(features, labels[:10], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="at least 3 points"):
         plot_embedding(features[:2], labels[:2], tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_training_curves_legends_do_not_cover_the_curves(tmp_path, monkeypatch, clustered):
+    from pyreid.evaluation.visualize import pyplot
+    from pyreid.training.plots import plot_training_curves
+
+    history = [{"epoch": 0, "mAP": 0.1, "rank1": 0.2}]
+    for e in range(1, 6):
+        history.append({"epoch": e, "loss": 5 / e, "loss_id": 3 / e, "loss_triplet": 2 / e, "mAP": 0.1 + 0.1 * e,
+                        "rank1": 0.2 + 0.1 * e})
+        if clustered:
+            history[-1].update(num_clusters=20 + e, num_outliers=30 - e, ari=0.1 * e, nmi=0.1 * e, precision=0.5,
+                               recall=0.4)
+    plt = pyplot()
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig: figures.append(fig))  # keep the figure to measure it
+    plot_training_curves(history, tmp_path / "curves.png")
+    (fig,) = figures
+    renderer = fig.canvas.get_renderer()
+    legends = [(ax, ax.get_legend()) for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == (3 if clustered else 2)
+    for ax, legend in legends:
+        box, area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert box.y1 <= area.y0, "the legend overlaps the plotting area"
+        assert area.x0 - 5 <= box.x0 and box.x1 <= area.x1 + 5
+    assert Image.open(tmp_path / "curves.png").size == ((1600 if clustered else 1100), 460)
+    monkeypatch.undo()
+    plt.close(fig)

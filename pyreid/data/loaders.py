@@ -10,17 +10,18 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from pyreid.data.samplers import CameraAwareIdentitySampler, RandomIdentitySampler, RandomImageSampler
 from pyreid.data.transforms import build_transforms
 
-__all__ = ["ImageDataset", "SeededSampler", "ZippedLoader", "read_image", "build_train_loader", "build_test_loader"]
+__all__ = ["ImageDataset", "SeededSampler", "ZippedLoader", "BadImage", "Batch", "collate_skipping_bad",
+           "read_image", "try_read_image", "build_train_loader", "build_test_loader"]
 
 
 def read_image(path: str) -> Image.Image:
@@ -30,6 +31,40 @@ def read_image(path: str) -> Image.Image:
             return img.convert("RGB")
     except (OSError, ValueError) as e:  # PIL raises UnidentifiedImageError (an OSError) or ValueError
         raise OSError(f"cannot read image {path!r}: {e}") from e
+
+
+def try_read_image(path: str) -> Tuple[Optional[Image.Image], str]:
+    """``(RGB image, "")``, or ``(None, why)`` for a file that cannot be read (missing, truncated, not an
+    image): what every reader that skips bad images (training, evaluation, ``pyreid extract``) calls."""
+    try:
+        return read_image(path), ""
+    except OSError as e:
+        return None, str(e.__cause__ or e)
+
+
+class BadImage(NamedTuple):
+    """What :class:`ImageDataset` with ``skip_bad`` returns for an image it cannot read."""
+
+    path: str
+    reason: str
+    index: int
+
+
+class Batch(list):
+    """A collated ``[images, pids, camids, indices]`` and, in ``skipped``, the ``(path, reason)`` of the
+    images left out of it (empty: nothing left out). An attribute, not a fifth element, so code that
+    unpacks four values is unchanged; it survives worker processes and ``pin_memory``."""
+
+    skipped: List[Tuple[str, str]]
+
+
+def collate_skipping_bad(samples: Sequence[Any]) -> Batch:
+    """``default_collate`` of the readable samples; the :class:`BadImage` ones go to ``batch.skipped``.
+    With no readable sample the batch is empty (``len(batch) == 0``)."""
+    kept = [s for s in samples if not isinstance(s, BadImage)]
+    batch = Batch(default_collate(kept) if kept else [])
+    batch.skipped = [(s.path, s.reason) for s in samples if isinstance(s, BadImage)]
+    return batch
 
 
 class ImageDataset(Dataset):
@@ -45,11 +80,18 @@ class ImageDataset(Dataset):
     seeded with ``seed`` (the caller's generator state is left as it was), so
     an image's augmentation depends on the seed alone, not on which worker
     process or in which order it is loaded.
+
+    With ``skip_bad`` an image that cannot be read comes back as a
+    :class:`BadImage` (for :func:`collate_skipping_bad` to leave out) instead
+    of raising: the decision depends on the file alone, so every process of a
+    distributed run takes the same one.
     """
 
-    def __init__(self, items: Sequence[Tuple[str, int, int]], transform: Optional[Callable] = None):
+    def __init__(self, items: Sequence[Tuple[str, int, int]], transform: Optional[Callable] = None,
+                 skip_bad: bool = False):
         self.items = list(items)
         self.transform = transform
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.items)
@@ -57,7 +99,12 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: Union[int, Tuple[int, int]]):
         index, seed = key if isinstance(key, tuple) else (key, None)
         path, pid, camid = self.items[index]
-        img = read_image(path)
+        if self.skip_bad:
+            img, reason = try_read_image(path)
+            if img is None:
+                return BadImage(path, reason, index)
+        else:
+            img = read_image(path)
         if self.transform is not None:
             if seed is None:
                 img = self.transform(img)
@@ -98,7 +145,7 @@ def build_train_loader(items: Sequence[Tuple[str, int, int]], batch_size: int = 
                        iters: int = 200, *, height: int = 256, width: int = 128, transform: Optional[Callable] = None,
                        camera_aware: bool = False, num_workers: int = 4, seed: int = 0,
                        pin_memory: bool = False, rank: int = 0, world_size: int = 1,
-                       shuffle_images: bool = False) -> DataLoader:
+                       shuffle_images: bool = False, skip_bad: bool = False) -> DataLoader:
     """A loader of ``iters`` PK batches per epoch (P = batch_size / num_instances identities x K).
 
     ``camera_aware`` picks :class:`CameraAwareIdentitySampler` (Cluster-Contrast)
@@ -109,6 +156,8 @@ def build_train_loader(items: Sequence[Tuple[str, int, int]], batch_size: int = 
     ``num_workers``: ``loader.sampler.set_epoch(e)`` replays epoch e exactly.
     ``batch_size`` is the global batch; with ``world_size > 1`` this process
     loads its ``batch_size / world_size`` share of each (see the samplers).
+    ``skip_bad`` leaves unreadable images out of their batch (a :class:`Batch`
+    whose ``skipped`` names them) instead of raising.
     """
     sampler_cls = (RandomImageSampler if shuffle_images else
                    CameraAwareIdentitySampler if camera_aware else RandomIdentitySampler)
@@ -116,9 +165,10 @@ def build_train_loader(items: Sequence[Tuple[str, int, int]], batch_size: int = 
                           rank=rank, world_size=world_size)
     transform = transform if transform is not None else build_transforms(height, width, train=True)
     return DataLoader(
-        ImageDataset(items, transform),
+        ImageDataset(items, transform, skip_bad=skip_bad),
         batch_size=batch_size // world_size,
         sampler=SeededSampler(sampler, seed),
+        collate_fn=collate_skipping_bad if skip_bad else None,
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=True,

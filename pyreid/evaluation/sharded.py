@@ -5,54 +5,121 @@ extracts batches r, r + W, r + 2W, ... and the features are all-gathered and
 put back in order. Every batch is the one a single process would have run, so
 the result equals single-process extraction row for row (same batches, same
 kernels), and each process reads only 1/W of the images.
+
+With ``skip_bad`` an image that cannot be read is left out: each row carries
+the number of its item, so the others keep their identities, and which items
+were left out follows from the gathered rows, the same on every process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Tuple, Union
+from typing import List, NamedTuple, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader
 
-from pyreid.data.loaders import ImageDataset
+from pyreid.data.loaders import ImageDataset, collate_skipping_bad
 from pyreid.data.transforms import build_transforms
 from pyreid.distributed import DistInfo, all_gather_rows
 from pyreid.evaluation.evaluator import extract_features
 
-__all__ = ["extract_items"]
+__all__ = ["Extracted", "extract_items", "extract_readable"]
+
+
+class Extracted(NamedTuple):
+    """The features of the readable items: row j is item ``rows[j]``; ``failed`` lists the
+    ``(path, reason)`` of the items left out, in item order."""
+
+    features: torch.Tensor
+    pids: torch.Tensor
+    camids: torch.Tensor
+    rows: torch.Tensor
+    failed: List[Tuple[str, str]]
+
+
+class _Recorded:
+    """A loader whose batches' item numbers and skipped images are noted as they pass (``len`` kept for tqdm)."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader, self.rows, self.failed = loader, [], []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.failed += batch.skipped
+            if len(batch):
+                self.rows += batch[3].tolist()
+                yield batch
+
+
+def extract_readable(model: torch.nn.Module, items: Sequence[Tuple[str, int, int]], *, height: int, width: int,
+                     batch_size: int = 128, num_workers: int = 4, device: Union[str, torch.device] = "cpu",
+                     flip: bool = False, progress: bool = True, desc: str = "features",
+                     dist: DistInfo = DistInfo(), skip_bad: bool = True) -> Extracted:
+    """:class:`Extracted` features of ``items`` in order (test transform, eval mode), sharded by batch.
+
+    With ``skip_bad`` unreadable images are left out (``failed``); without, the
+    first one raises ``OSError``. ``ValueError`` if no image can be read.
+
+    Example:
+        >>> result = extract_readable(model, ds.query, height=256, width=128)  # doctest: +SKIP
+        >>> [path for path, _ in result.failed]                               # doctest: +SKIP
+    """
+    if len(items) == 0:
+        raise ValueError(f"extract_items: no {desc} image to extract")
+    batches = [list(range(start, min(start + batch_size, len(items)))) for start in range(0, len(items), batch_size)]
+    mine = batches[dist.rank::dist.world_size]
+    dataset = ImageDataset(items, build_transforms(height, width, train=False), skip_bad=skip_bad)
+    device = torch.device(device)
+    recorded = _Recorded(DataLoader(dataset, batch_sampler=mine, num_workers=num_workers,
+                                    pin_memory=device.type == "cuda", collate_fn=collate_skipping_bad))
+    dim = getattr(model, "feature_dim", None)
+    features = None
+    if mine:
+        try:
+            features, pids, camids = extract_features(model, recorded, device, flip, progress, desc)
+        except ValueError:  # every image of this process's batches was unreadable
+            if not recorded.failed:
+                raise
+    if features is None:  # nothing to extract here (more processes than batches): gather only
+        if dim is None and not dist.distributed:
+            first = recorded.failed[0] if recorded.failed else ("?", "?")
+            raise ValueError(f"none of the {len(items)} {desc} images could be read (first: {first[0]}: {first[1]})")
+        if dim is None:
+            raise ValueError("extract_items: a process has no readable image and the model has no feature_dim")
+        features, pids, camids = (torch.empty(0, dim), torch.empty(0, dtype=torch.int64),
+                                  torch.empty(0, dtype=torch.int64))
+    rows = torch.tensor(recorded.rows, dtype=torch.int64)
+    reasons = dict(recorded.failed)
+    if dist.distributed:
+        rows = all_gather_rows(rows)
+        features, pids, camids = (all_gather_rows(t) for t in (features, pids, camids))
+    order = torch.argsort(rows)
+    rows = rows[order]
+    if rows.numel() == 0:
+        first = recorded.failed[0] if recorded.failed else ("?", "?")
+        raise ValueError(f"none of the {len(items)} {desc} images could be read (first: {first[0]}: {first[1]})")
+    kept = torch.zeros(len(items), dtype=torch.bool)
+    kept[rows] = True
+    # Another process read (and failed on) some of these; its reason is in its log.
+    failed = [(items[i][0], reasons.get(items[i][0], "unreadable")) for i in (~kept).nonzero().flatten().tolist()]
+    return Extracted(features[order], pids[order], camids[order], rows, failed)
 
 
 def extract_items(model: torch.nn.Module, items: Sequence[Tuple[str, int, int]], *, height: int, width: int,
                   batch_size: int = 128, num_workers: int = 4, device: Union[str, torch.device] = "cpu",
                   flip: bool = False, progress: bool = True, desc: str = "features",
                   dist: DistInfo = DistInfo()) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(features, pids, camids)`` of ``items`` in order (test transform, eval mode), sharded by batch.
+    """``(features, pids, camids)`` of every item in order (an unreadable image raises ``OSError``);
+    :func:`extract_readable` skips such images instead.
 
     Example:
         >>> feats, pids, cams = extract_items(model, ds.query, height=256, width=128)  # doctest: +SKIP
     """
-    if len(items) == 0:
-        raise ValueError("extract_items: no image to extract")
-    batches = [list(range(start, min(start + batch_size, len(items)))) for start in range(0, len(items), batch_size)]
-    mine = batches[dist.rank::dist.world_size]
-    dataset = ImageDataset(items, build_transforms(height, width, train=False))
-    device = torch.device(device)
-    if mine:
-        loader = DataLoader(dataset, batch_sampler=mine, num_workers=num_workers, pin_memory=device.type == "cuda")
-        features, pids, camids = extract_features(model, loader, device, flip, progress, desc)
-    else:  # more processes than batches: this one has nothing to do but gather
-        dim = getattr(model, "feature_dim", None)
-        if dim is None:
-            raise ValueError("extract_items: fewer batches than processes and the model has no feature_dim")
-        features, pids, camids = torch.empty(0, dim), torch.empty(0, dtype=torch.int64), torch.empty(0,
-                                                                                                    dtype=torch.int64)
-    if not dist.distributed:
-        return features, pids, camids
-    # Each rank sends the item numbers of its rows with them; the inverse permutation restores the order.
-    rows = torch.tensor([i for batch in mine for i in batch], dtype=torch.int64)
-    all_rows = all_gather_rows(rows)
-    gathered = [all_gather_rows(t) for t in (features, pids, camids)]
-    inverse = torch.empty_like(all_rows)
-    inverse[all_rows] = torch.arange(all_rows.numel())
-    return tuple(t[inverse] for t in gathered)
+    result = extract_readable(model, items, height=height, width=width, batch_size=batch_size,
+                              num_workers=num_workers, device=device, flip=flip, progress=progress, desc=desc,
+                              dist=dist, skip_bad=False)
+    return result.features, result.pids, result.camids

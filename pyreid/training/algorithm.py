@@ -40,7 +40,7 @@ import torch
 from pyreid.data.datasets import ReIDDataset
 from pyreid.data.loaders import build_train_loader
 from pyreid.distributed import DistInfo
-from pyreid.evaluation.sharded import extract_items
+from pyreid.evaluation.sharded import extract_readable
 from pyreid.models.model import ReIDModel, build_model
 from pyreid.training.config import TrainConfig
 from pyreid.training.models import ModelSet
@@ -187,7 +187,8 @@ class Algorithm:
             items, batch_size=batch_size or c.batch_size, num_instances=c.num_instances, iters=self.iters_per_epoch,
             height=c.height, width=c.width, camera_aware=c.camera_aware if camera_aware is None else camera_aware,
             num_workers=c.workers, seed=c.seed, pin_memory=self.device.type == "cuda", rank=self.dist.rank,
-            world_size=self.dist.world_size, shuffle_images=shuffle_images, transform=transform)
+            world_size=self.dist.world_size, shuffle_images=shuffle_images, transform=transform,
+            skip_bad=c.on_bad_image == "skip")
         loader.sampler.set_epoch(epoch)
         return loader
 
@@ -195,12 +196,20 @@ class Algorithm:
                 model: Optional[str] = None) -> torch.Tensor:
         """Eval-mode features of ``items`` in order (test transform) by model ``model`` (default: the
         evaluated one), as an N x D CPU tensor; under torch.distributed each process extracts its share
-        and every process gets them all."""
+        and every process gets them all. With ``on_bad_image: skip`` an unreadable image's row is zeros
+        (the rows stay the items'; the training loader leaves that image out anyway)."""
         c = self.config
         network = self.models[model or self.evaluated_model].network
-        features, _, _ = extract_items(network, items, height=c.height, width=c.width,
-                                       batch_size=c.test_batch_size, num_workers=c.workers, device=self.device,
-                                       progress=c.progress and self.dist.is_main, desc=desc, dist=self.dist)
+        result = extract_readable(network, items, height=c.height, width=c.width,
+                                  batch_size=c.test_batch_size, num_workers=c.workers, device=self.device,
+                                  progress=c.progress and self.dist.is_main, desc=desc, dist=self.dist,
+                                  skip_bad=c.on_bad_image == "skip")
+        if not result.failed:
+            return result.features
+        self.log.warning("%s: %d images cannot be read and get zero features: %s", desc, len(result.failed),
+                         ", ".join(p for p, _ in result.failed[:20]))
+        features = result.features.new_zeros(len(items), result.features.shape[1])
+        features[result.rows] = result.features
         return features
 
     def images(self, batch: Sequence) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -19,21 +19,25 @@ It holds only tensors and plain Python values, so it loads with
 
 Writes go to a temporary file in the same folder, are flushed to disk, then
 renamed over the old file (``os.replace`` is atomic on POSIX and Windows): a
-run killed while writing leaves the previous checkpoint intact.
+run killed while writing leaves the previous checkpoint intact. A write that
+fails (a full disk) raises :class:`CheckpointWriteError` naming the file;
+:func:`remove_stale_temporaries` clears what a killed writer left behind.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
 import zipfile
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_atomic", "load_checkpoint", "model_state", "rng_state",
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "CheckpointWriteError", "save_atomic", "write_error",
+           "remove_stale_temporaries", "load_checkpoint", "model_state", "rng_state",
            "set_rng_state"]
 
 FORMAT = "pyreid-checkpoint"
@@ -44,19 +48,72 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, truncated, corrupt or not pyreid's."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint or metrics file could not be written (the disk is full, the folder read-only)."""
+
+
+def _no_space(error: BaseException) -> bool:
+    # torch.save reports a full disk as RuntimeError("[enforce fail at inline_container.cc:...] . unexpected
+    # pos ...") from its zip writer, or as "PytorchStreamWriter failed writing file ...": no errno survives.
+    text = str(error)
+    return (getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text or "unexpected pos" in text
+            or "failed writing file" in text)
+
+
+def write_error(error: BaseException, path: str) -> CheckpointWriteError:
+    """The error to raise when writing ``path`` failed with ``error``: one line that names the file."""
+    if _no_space(error):
+        return CheckpointWriteError(f"no space left on device while writing {path}; the previous file, if any, "
+                                    "is kept: free some space and continue with --resume")
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return CheckpointWriteError(f"cannot write {path}: {detail}; the previous file, if any, is kept")
+
+
+def _tmp_name(path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+
+
 def save_atomic(obj: Any, path: str) -> None:
-    """``torch.save(obj, path)`` through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    """``torch.save(obj, path)`` through a temporary file and a rename; :class:`CheckpointWriteError` if
+    the write fails (``path`` is then untouched)."""
+    tmp = _tmp_name(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        raise write_error(e, path) from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Delete the ``.NAME.tmp-PID`` files of :func:`save_atomic` (and of the metrics writer) in ``folder``
+    whose writer ``PID`` is no longer running (a run killed mid-write); returns the files removed. A
+    temporary of a live process (another run writing there) is left alone."""
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        stem, sep, pid = name.rpartition(".tmp-")
+        if not sep or not stem or not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            os.remove(path)
+            removed.append(path)
+    return removed
 
 
 def load_checkpoint(path: str, map_location: str = "cpu") -> Dict[str, Any]:

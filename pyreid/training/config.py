@@ -118,6 +118,8 @@ class TrainConfig:
     resume: bool = config_field("continue the run in --out from its checkpoint", default=False)
     progress: bool = config_field("progress bars", default=True)
     plots: bool = config_field("write PNG plots", default=True)
+    on_bad_image: str = config_field("an image that cannot be read (truncated, missing): skip it (named in the "
+                                     "log and metrics.json) or fail the run", default="skip")
     tensorboard: bool = config_field("write every metrics.json number as TensorBoard scalars to OUT/tensorboard "
                                      "(needs the tensorboard package)", default=False)
 
@@ -128,7 +130,8 @@ class TrainConfig:
         from pyreid.ops.checks import RERANK_DISTANCES
 
         choices = {"dataset": DATASETS, "arch": ARCHS, "pooling": ("avg", "gem"), "optimizer": ("adam", "sgd"),
-                   "scheduler": ("step", "cosine"), "rerank_distance": RERANK_DISTANCES}
+                   "scheduler": ("step", "cosine"), "rerank_distance": RERANK_DISTANCES,
+                   "on_bad_image": ("skip", "fail")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"'{key}' must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -178,7 +181,7 @@ DATA_FLAGS = {"train": ("dataset", "data_root"), "source": ("source", "source_ro
 
 # Keys a resumed run may change: how it runs, not what it computes.
 RESUME_MAY_CHANGE = frozenset({"epochs", "eval_step", "device", "workers", "out", "resume", "progress", "plots",
-                               "tensorboard",
+                               "tensorboard", "on_bad_image",
                                "test_batch_size", "data_root", "source_root", "target_root", "check_ranks"})
 
 

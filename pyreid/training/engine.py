@@ -93,6 +93,13 @@ def resolve_device(name: str, dist: Optional[DistInfo] = None) -> torch.device:
     return device
 
 
+def _skipped(batch: Any) -> List[Any]:
+    """The ``(path, reason)`` of the images a loader left out of ``batch`` (a dict of named batches: all)."""
+    if isinstance(batch, dict):
+        return [bad for part in batch.values() for bad in _skipped(part)]
+    return list(getattr(batch, "skipped", ()))
+
+
 class _TqdmHandler(logging.StreamHandler):
     """Console lines that do not break a progress bar."""
 
@@ -130,6 +137,9 @@ class Engine:
         self.evaluation = EvaluationHook()
         self.hooks: List[Hook] = []
         self.stop_reason: Optional[str] = None  # set when the algorithm ends training early
+        # Images that could not be read and were left out, by split ("train", "query", "gallery", and
+        # "source_query", ... for a second evaluated data set): {path: reason}; in metrics.json and the checkpoint.
+        self.bad_images: Dict[str, Dict[str, str]] = {}
 
     @property
     def best(self) -> Dict[str, Any]:
@@ -150,7 +160,8 @@ class Engine:
         return os.path.join(self.out, name)
 
     def _check_out_folder(self) -> None:
-        existing = [n for n in (CHECKPOINT, METRICS) if os.path.exists(self.path(n))]
+        # best.pth alone is a run's result too (its checkpoint deleted to save space): never overwrite it.
+        existing = [n for n in (CHECKPOINT, METRICS, BEST) if os.path.exists(self.path(n))]
         if self.config.resume:
             if not os.path.exists(self.path(CHECKPOINT)):
                 raise ckpt_io.CheckpointError(f"--resume: {self.path(CHECKPOINT)} does not exist: nothing to resume "
@@ -166,8 +177,18 @@ class Engine:
 
     def write_metrics(self, status: str) -> None:
         if self.dist.is_main:
-            write_json_atomic({"config": self._config_record(), "history": self.history, "status": status},
+            write_json_atomic({"config": self._config_record(), "history": self.history, "status": status,
+                               "bad_images": {split: sorted(paths) for split, paths in self.bad_images.items()}},
                               self.path(METRICS))
+
+    def note_bad_images(self, split: str, failed: List[Any]) -> None:
+        """Record the ``(path, reason)`` images of ``split`` left out; each is logged the first time."""
+        seen = self.bad_images.setdefault(split, {})
+        new = [(path, why) for path, why in failed if path not in seen]
+        seen.update(new)
+        if new:
+            self.log.warning("skipped %d %s image(s) that cannot be read (on_bad_image: skip): %s", len(new), split,
+                             "; ".join(f"{p} ({why})" for p, why in new[:20]) + (" ..." if len(new) > 20 else ""))
 
     def save_checkpoint(self, epoch: int) -> None:
         if not self.dist.is_main:
@@ -185,6 +206,7 @@ class Engine:
             "rng": ckpt_io.rng_state(),
             "config": self._config_record(),
             "history": self.history,
+            "bad_images": self.bad_images,
         }
         ckpt_io.save_atomic(state, self.path(CHECKPOINT))
 
@@ -255,6 +277,9 @@ class Engine:
 
     def _resume(self) -> int:
         path = self.path(CHECKPOINT)
+        if self.dist.is_main:
+            for stale in ckpt_io.remove_stale_temporaries(self.out):
+                self.log.info("removed %s, left by a run killed while writing it", stale)
         state = ckpt_io.load_checkpoint(path)
         if state.get("algorithm") != self.algorithm_cls.name:
             raise ckpt_io.CheckpointError(f"{path} was written by algorithm '{state.get('algorithm')}', not "
@@ -273,6 +298,7 @@ class Engine:
             if hook.name in state.get("hooks", {}):
                 hook.load_state_dict(state["hooks"][hook.name])
         self.history = list(state["history"])
+        self.bad_images = {split: dict(paths) for split, paths in state.get("bad_images", {}).items()}
         ckpt_io.set_rng_state(state["rng"], cuda=self.device.type == "cuda")
         epoch = int(state["epoch"])
         self.log.info("resumed %s from epoch %d (%s)", self.algorithm_cls.name, epoch, path)
@@ -286,7 +312,8 @@ class Engine:
         return evaluate_split(self.network, self.algorithm.data[split], height=c.height, width=c.width,
                               batch_size=c.test_batch_size, workers=c.workers, device=self.device, flip=c.flip_test,
                               rerank=c.rerank, rerank_distance=c.rerank_distance,
-                              progress=c.progress and self.dist.is_main, dist=self.dist)
+                              progress=c.progress and self.dist.is_main, dist=self.dist,
+                              skip_bad=c.on_bad_image == "skip")
 
     # ---------------------------------------------------------------- training
     def _train_epoch(self, epoch: int, entry: Dict[str, Any]) -> None:
@@ -304,12 +331,19 @@ class Engine:
             return
         self.models.train()
         sums: Dict[str, float] = {}
-        steps = images = 0
+        steps = images = skipped = 0
         start = time.perf_counter()
         bar = tqdm(loader, total=len(loader), desc=f"epoch {epoch}/{c.epochs}", leave=False, dynamic_ncols=True,
                    disable=not (c.progress and self.dist.is_main))
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext())
         for iteration, batch in enumerate(bar):
+            bad = _skipped(batch)
+            if bad:
+                skipped += len(bad)
+                self.note_bad_images("train", bad)
+                if self.algorithm.batch_images(batch) == 0:
+                    raise RuntimeError(f"epoch {epoch}, iteration {iteration}: no image of the batch can be read "
+                                       f"({', '.join(p for p, _ in bad[:5])}, ...): check the data set")
             info = StepInfo(epoch, iteration, (epoch - 1) * self.iters_per_epoch + iteration, self.total_steps)
             with autocast:
                 losses = self.algorithm.step(batch, info)
@@ -343,6 +377,10 @@ class Engine:
         seconds = time.perf_counter() - start
         if steps == 0:
             raise RuntimeError(f"epoch {epoch}: the loader yielded no batch")
+        # Each process skips the bad images of its own slice of the batches: the run's count is their sum.
+        skipped = int(all_reduce_sum(torch.tensor([skipped], dtype=torch.int64))[0])
+        if skipped:
+            entry["bad_train_images"] = skipped
         entry["loss"] = sums.pop("") / steps
         entry.update({f"loss_{name}": value / steps for name, value in sums.items()})
         entry["lr"] = self.models.first_lr()
@@ -385,6 +423,12 @@ class Engine:
                           self.iters_per_epoch, c.batch_size)
             try:
                 first = self._resume() + 1 if c.resume else 0
+                if c.resume and first > c.epochs:
+                    # Not an error: the run is complete as asked (its files are left as they are).
+                    self.log.info("nothing to do: the run in %s already trained %d epochs and --epochs is %d; "
+                                  "pass a larger --epochs to train it further", self.out, first - 1, c.epochs)
+                    final = next((h for h in reversed(self.history) if "mAP" in h), {})
+                    return {"history": self.history, "best": self.best, "final": final, "nothing_to_do": True}
                 self._call("before_train")
                 for epoch in range(first, c.epochs + 1):
                     entry: Dict[str, Any] = {"epoch": epoch}

@@ -82,6 +82,8 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
         "rerank_distance": rerank_distance if rerank else None, "flip": flip, "num_query": len(data.query),
         "num_gallery": len(data.gallery), **{k: float(scores[k]) for k in SCORE_KEYS},
         "cmc": [float(v) for v in scores["cmc"][:50]],
+        # Images that could not be read, left out of the scores: {"query": [path, ...], "gallery": [...]}.
+        "skipped_images": {split: [p for p, _ in bad] for split, bad in result.failed.items()},
     }
     with open(os.path.join(out, stem + ".json"), "w") as f:
         json.dump(record, f, indent=2)

@@ -70,11 +70,21 @@ class Hook:
 
 
 def write_json_atomic(obj: Any, path: str) -> None:
+    """``obj`` as JSON through a temporary file and a rename; a failed write (a full disk) raises
+    :class:`pyreid.training.checkpoint.CheckpointWriteError` naming ``path``, which is left as it was."""
+    from pyreid.training.checkpoint import write_error
+
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise write_error(e, path) from e
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 class EvaluationHook(Hook):
@@ -118,6 +128,9 @@ class EvaluationHook(Hook):
             result = engine.evaluate(split)
             prefix = "" if index == 0 else f"{split}_"
             entry.update({prefix + key: value for key, value in result.summary().items()})
+            for part, bad in result.failed.items():  # the same images at every evaluation: logged once
+                entry[f"{prefix}bad_{part}_images"] = len(bad)
+                engine.note_bad_images(prefix + part, bad)
             if index == 0 and (epoch == engine.config.epochs or engine.stop_reason):
                 self.final = result
             engine.log.info("epoch %d: %smAP %.1f%%  rank-1 %.1f%%  rank-5 %.1f%%  rank-10 %.1f%%  mINP %.1f%%",
@@ -189,7 +202,12 @@ class CheckpointHook(Hook):
         # A run that never finished epoch 0 leaves no metrics (so it can start again).
         if engine.history:
             done = engine.history[-1]["epoch"]
-            engine.write_metrics(f"failed after epoch {done}: {type(error).__name__}: {error}")
+            from pyreid.training.checkpoint import CheckpointWriteError
+
+            try:
+                engine.write_metrics(f"failed after epoch {done}: {type(error).__name__}: {error}")
+            except CheckpointWriteError as e:  # the disk that failed the run: the first error is the one to see
+                engine.log.error("%s", e)
 
 
 class CurvesHook(Hook):

@@ -28,7 +28,7 @@ def plot_training_curves(history: Sequence[Dict], out_path: str, title: str = ""
 
     plt = pyplot()
     clustered = [h for h in history if "num_clusters" in h]
-    fig, axes = plt.subplots(1, 3 if clustered else 2, figsize=(16 if clustered else 11, 4), dpi=100)
+    fig, axes = plt.subplots(1, 3 if clustered else 2, figsize=(16 if clustered else 11, 4.6), dpi=100)
     ax_loss, ax_score = axes[0], axes[1]
     try:
         if clustered:
@@ -39,7 +39,7 @@ def plot_training_curves(history: Sequence[Dict], out_path: str, title: str = ""
             ax_loss.plot(epochs, [h["loss"] for h in trained], marker="o", markersize=3, label="total", color="k")
             for key in loss_keys(trained):
                 ax_loss.plot(epochs, [h.get(key, float("nan")) for h in trained], marker=".", label=key[5:])
-            ax_loss.legend(loc="upper right")
+            _legend_below(ax_loss)
         from matplotlib.ticker import MaxNLocator
 
         for ax in axes:
@@ -55,7 +55,7 @@ def plot_training_curves(history: Sequence[Dict], out_path: str, title: str = ""
             last = evaluated[-1]
             ax_score.set_title(f"epoch {last['epoch']}: mAP {100 * last['mAP']:.1f}%, "
                                f"rank-1 {100 * last['rank1']:.1f}%", fontsize=10)
-            ax_score.legend(loc="lower right")
+            _legend_below(ax_score)
         ax_score.set_xlabel("epoch")
         ax_score.set_ylabel("%")
         ax_score.set_ylim(0, 100)
@@ -70,6 +70,14 @@ def plot_training_curves(history: Sequence[Dict], out_path: str, title: str = ""
     finally:
         plt.close(fig)
     return str(out_path)
+
+
+def _legend_below(ax, lines=None, labels=None) -> None:
+    """The legend under the axes (below the x label), never over the curves."""
+    if lines is None:
+        lines, labels = ax.get_legend_handles_labels()
+    ax.legend(lines, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(len(labels), 4), fontsize=8,
+              frameon=False)
 
 
 def _plot_pseudo_labels(ax, history: Sequence[Dict]) -> None:
@@ -88,5 +96,5 @@ def _plot_pseudo_labels(ax, history: Sequence[Dict]) -> None:
         quality.set_ylabel("agreement with true identities")
         more, more_labels = quality.get_legend_handles_labels()
         lines, labels = lines + more, labels + more_labels
-    ax.legend(lines, labels, loc="lower right", fontsize=8)
+    _legend_below(ax, lines, labels)
     ax.set_title("pseudo labels", fontsize=10)
