@@ -58,7 +58,8 @@ class TrainConfig:
 
     algorithm: str = config_field("the training algorithm (set by `pyreid train ALGO`)", default="supervised")
     # Data
-    dataset: str = config_field("data set name: market1501, dukemtmcreid, msmt17 or synthetic", default="synthetic")
+    dataset: str = config_field("data set name: market1501, dukemtmcreid, msmt17, veri, synthetic, or your own: "
+                                "folder (DIR/{train,query,gallery}/PID/*.jpg) or list (CSV lists)", default="synthetic")
     data_root: str = config_field("folder holding the data set (or a parent of it)", default="data/synthetic")
     source: Optional[str] = config_field("the labelled source data set of a two-data-set algorithm (e.g. uda)",
                                          default=None)
