@@ -231,30 +231,3 @@ def test_evaluation_of_unlabelled_images_says_it_needs_labels(run, data, tmp_pat
                  "--out", str(tmp_path / "ev"), "--device", "cpu", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "needs identity labels" in err and "nan" not in err.lower()
-
-
-NO_TORCH = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision") or name == "pyreid._C":
-            raise ImportError("importing " + name + " is not allowed here")
-sys.meta_path.insert(0, Block())
-from pyreid.cli import main
-for argv in (["extract", "--help"], ["search", "--help"], ["export", "--help"], ["eval", "--help"]):
-    try:
-        main(argv)
-    except SystemExit as e:
-        assert e.code == 0, (argv, e.code)
-print("torch loaded:", "torch" in sys.modules)
-"""
-
-
-def test_new_subcommands_help_without_torch():
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "torch loaded: False" in result.stdout
-    assert "--camera-pattern REGEX" in result.stdout and "GALLERY/.pyreid_cache/" in result.stdout

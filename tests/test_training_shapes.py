@@ -239,7 +239,8 @@ sys.meta_path.insert(0, Block())
 import pyreid
 from pyreid.cli import main
 for argv in (["--help"], ["train", "--help"], ["train", "cluster-contrast", "--help"], ["train", "supervised", "--help"],
-             ["eval", "--help"], ["synth", "--help"], ["demo", "--help"]):
+             ["train", "pul", "--help"], ["eval", "--help"], ["synth", "--help"], ["demo", "--help"],
+             ["extract", "--help"], ["search", "--help"], ["export", "--help"]):
     try:
         main(argv)
     except SystemExit as e:
@@ -254,3 +255,4 @@ def test_help_runs_where_importing_torch_raises():
     assert "torch loaded: False" in result.stdout
     # The help shows the run settings the algorithm uses, not the generic defaults.
     assert re.search(r"--batch-size INT\s+images per batch.*\(default: 256\)", result.stdout, flags=re.S)
+    assert "--camera-pattern REGEX" in result.stdout and "GALLERY/.pyreid_cache/" in result.stdout
