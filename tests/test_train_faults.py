@@ -2,7 +2,6 @@
 run, a checkpoint write killed half-way, a resume with nothing left to do. Tiny synthetic set, CPU."""
 
 import errno
-import glob
 import json
 import os
 import subprocess
@@ -10,12 +9,11 @@ import sys
 
 import pytest
 import torch
+from test_train_cli import _error, _flags
 
 from pyreid.cli import main
 from pyreid.data import SynthConfig, build_dataset, generate
 from pyreid.training import checkpoint as ckpt_io
-
-from test_train_cli import _error, _flags
 
 
 @pytest.fixture(scope="module")

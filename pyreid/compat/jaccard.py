@@ -53,8 +53,8 @@ def compute_jaccard_distance(target_features, k1=20, k2=6, print_flag=True, sear
     """
     from pyreid._extension import has_kernel
     from pyreid.ops.checks import check_floating, check_kreciprocal_args
-    from pyreid.ops.kreciprocal_encoding import kreciprocal_encoding
     from pyreid.ops.jaccard import jaccard_distance
+    from pyreid.ops.kreciprocal_encoding import kreciprocal_encoding
     from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 
     del search_option

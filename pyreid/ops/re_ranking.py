@@ -3,8 +3,8 @@
 import torch
 
 from pyreid.ops.checks import check_int, check_kreciprocal_args, check_re_ranking_args
-from pyreid.ops.kreciprocal_encoding import kreciprocal_encoding, neighbour_columns
 from pyreid.ops.knn_row_max import knn_row_max
+from pyreid.ops.kreciprocal_encoding import kreciprocal_encoding, neighbour_columns
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
 from pyreid.ops.kreciprocal_sets import kreciprocal_sets
 from pyreid.ops.pairwise_distance import pairwise_distance

@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import torch
 
 from pyreid.distributed import gather_objects_equal
-from pyreid.evaluation.protocol import SCORE_KEYS, SplitResult, UnlabelledSplitError, check_labelled, plot_split
+from pyreid.evaluation.protocol import (
+    SCORE_KEYS,
+    SplitResult,
+    UnlabelledSplitError,
+    check_labelled,
+    plot_split,
+)
 
 if TYPE_CHECKING:  # the engine imports this module
     from pyreid.training.algorithm import StepInfo
