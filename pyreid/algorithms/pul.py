@@ -75,21 +75,15 @@ logger = logging.getLogger("pyreid.algorithms.pul")
 def centre_indices(features: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """For each cluster k, the index of its image nearest (Euclidean) to ``centroids[k]``, or -1 for a
     cluster without images. ``features`` must be in the space k-means ran in."""
-    k = centroids.shape[0]
-    x = features.double()
-    distance = ((x - centroids.double()[labels.clamp(min=0)]) ** 2).sum(1)
-    distance[labels < 0] = float("inf")
-    centres = torch.full((k,), -1, dtype=torch.int64)
-    order = torch.argsort(distance, stable=True)  # nearest first; the first seen per cluster wins
-    seen = torch.zeros(k, dtype=torch.bool)
-    for index in order.tolist():
-        label = int(labels[index])
-        if label < 0 or bool(seen[label]):
-            continue
-        seen[label] = True
-        centres[label] = index
-        if bool(seen.all()):
-            break
+    k, n = centroids.shape[0], features.shape[0]
+    member = labels >= 0
+    index, cluster = torch.arange(n)[member], labels[member]
+    distance = ((features[member].double() - centroids.double()[cluster]) ** 2).sum(1)
+    nearest = torch.full((k,), float("inf"), dtype=torch.float64).scatter_reduce(0, cluster, distance, "amin")
+    # The nearest member of each cluster; among equally near ones the first image.
+    tied = distance == nearest[cluster]
+    centres = torch.full((k,), n, dtype=torch.int64).scatter_reduce(0, cluster[tied], index[tied], "amin")
+    centres[centres == n] = -1
     return centres
 
 
@@ -136,10 +130,8 @@ class _PULClustering:
         rest = torch.arange(features.shape[0]) if self.labelled is None else (~self.labelled).nonzero().flatten()
         if rest.numel() < self.kmeans.k:
             raise ConfigError(f"pul: {rest.numel()} unlabelled images cannot form {self.kmeans.k} clusters")
-        x = features[rest.to(features.device)]
-        sub, metrics = self.kmeans(x)
-        space = F.normalize(x, dim=1) if self.kmeans.normalize else x
-        local = centre_indices(space.cpu(), sub.cpu(), self.kmeans.centroids.cpu())
+        sub, metrics = self.kmeans(features[rest.to(features.device)])
+        local = centre_indices(self.kmeans.space.cpu(), sub.cpu(), self.kmeans.centroids.cpu())
         labels = torch.full((features.shape[0],), -1, dtype=torch.int64)
         labels[rest] = sub.cpu() + self.offset
         self.centres = torch.cat([torch.full((self.offset,), -1, dtype=torch.int64),

@@ -80,7 +80,6 @@ class DBSCANClustering:
     min_samples: int = 4
     k1: int = 30
     k2: int = 6
-    name = "DBSCAN"
 
     def neighbourhood(self, n: int) -> Tuple[int, int]:
         k1 = min(self.k1, n - 1)
@@ -95,9 +94,6 @@ class DBSCANClustering:
         step = dbscan_pseudo_labels(features, eps=self.eps, min_samples=self.min_samples, k1=k1, k2=k2)
         return step.labels, {"jaccard_seconds": step.timings["distance"], "dbscan_seconds": step.timings["dbscan"]}
 
-    def describe(self) -> str:
-        return f"eps {self.eps}, min_samples {self.min_samples}"
-
 
 @dataclass
 class KMeansClustering:
@@ -107,22 +103,19 @@ class KMeansClustering:
     iters: int = 300
     seed: int = 0
     normalize: bool = True
-    name = "k-means"
 
     def __post_init__(self):
         self.centroids: Optional[torch.Tensor] = None
+        self.space: Optional[torch.Tensor] = None
 
     def __call__(self, features: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """Labels 0..k-1; the centroids of the last call stay in ``self.centroids`` (in the space
-        k-means ran in: normalised features with ``normalize``)."""
-        step = kmeans_pseudo_labels(features, self.k, iters=self.iters, seed=self.seed, normalize=self.normalize)
+        """Labels 0..k-1; the last call's features as k-means saw them (normalised with ``normalize``)
+        and its centroids stay in ``self.space`` and ``self.centroids``."""
+        self.space = F.normalize(features, dim=1) if self.normalize else features
+        step = kmeans_pseudo_labels(self.space, self.k, iters=self.iters, seed=self.seed, normalize=False)
         self.centroids = step.centroids
-        x = F.normalize(features, dim=1) if self.normalize else features
-        inertia = float(((x.float() - step.centroids[step.labels].float()) ** 2).sum())
+        inertia = float(((self.space.float() - step.centroids[step.labels].float()) ** 2).sum())
         return step.labels, {"kmeans_seconds": step.timings["kmeans"], "kmeans_inertia": inertia}
-
-    def describe(self) -> str:
-        return f"k {self.k}"
 
 
 @dataclass
