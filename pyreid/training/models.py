@@ -91,9 +91,6 @@ class ModelSet:
     def __len__(self) -> int:
         return len(self._models)
 
-    def names(self) -> List[str]:
-        return list(self._models)
-
     # ------------------------------------------------------------ building
     def add(self, name: str, network: nn.Module, optimizer: OptimizerChoice = "config",
             schedule: ScheduleChoice = "config") -> TrainedModel:
