@@ -21,6 +21,7 @@ OPS = [
     "kreciprocal_sets",
     "kreciprocal_jaccard",
     "knn_row_max",
+    "kmeans_plus_plus",
 ]
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -108,6 +108,7 @@ FEATURE_CALLS = {
     "re_ranking.query": ("re_ranking", lambda x: ops.re_ranking(x, feats(6, seed=1), k1=3, k2=2), (8, 6)),
     "re_ranking.gallery": ("re_ranking", lambda x: ops.re_ranking(feats(6, seed=1), x, k1=3, k2=2), (6, 8)),
     "kmeans.x": ("kmeans", lambda x: ops.kmeans(x, 2)[1], (8,)),
+    "kmeans_plus_plus.x": ("kmeans_plus_plus", lambda x: ops.kmeans_plus_plus(x, 2)[1], (8,)),
     "kreciprocal_weights.x": (
         "kreciprocal_weights",
         lambda x: ops.kreciprocal_weights(x, *diagonal_csr(8, getattr(x, "device", "cpu"))),
@@ -121,7 +122,7 @@ FEATURE_CALLS = {
 }
 # Ops that read one tensor only: a meta call returns a meta result of the shape.
 _SINGLE_TENSOR = ("pairwise_distance.x", "knn.x", "knn_row_max.x", "jaccard_graph.features",
-                  "jaccard_distance.features", "kmeans.x")
+                  "jaccard_distance.features", "kmeans.x", "kmeans_plus_plus.x")
 
 
 def diagonal_csr(n, device="cpu"):
@@ -254,6 +255,26 @@ def _feature_cases():
     case("kmeans=identical_points", "kmeans", EDGE, lambda: ops.kmeans(torch.ones(5, 3), 2),
          lambda r: r[0].shape == (2, 3) and bool(torch.isfinite(r[0]).all()))
     case("kmeans=half", "kmeans", EDGE, lambda: ops.kmeans(feats().half(), 2)[0].dtype, lambda r: str(r) == "torch.float32")
+    case("kmeans_plus_plus=identical_points", "kmeans_plus_plus", EDGE,
+         lambda: ops.kmeans_plus_plus(torch.ones(5, 3), 3),
+         lambda r: bool((r[2] == 0).all()) and r[0].min() >= 0 and r[0].max() < 5)
+    case("kmeans_plus_plus=k1_second_inf", "kmeans_plus_plus", EDGE, lambda: ops.kmeans_plus_plus(feats(), 1)[3],
+         lambda r: bool(torch.isinf(r).all()))
+    # trials is Optional (None: 2 + ln k), so it is fuzzed here rather than with the plain int arguments.
+    for label, kind, value in [("zero", VALUE, 0), ("negative", VALUE, -1), ("float", TYPE, 2.5), ("str", TYPE, "3")]:
+        case(f"kmeans_plus_plus.trials={label}", "kmeans_plus_plus", kind,
+             lambda value=value: ops.kmeans_plus_plus(feats(), 3, trials=value))
+    case("kmeans_plus_plus.trials=huge", "kmeans_plus_plus", EDGE, lambda: ops.kmeans_plus_plus(feats(), 3, trials=40)[0],
+         lambda r: r.shape == (3,))
+    case("kmeans_plus_plus=raw_nan_draws", "kmeans_plus_plus", EDGE,
+         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 0, torch.full((3, 2), float("nan"), dtype=torch.float64))[0],
+         lambda r: r.min() >= 0 and r.max() < 8)
+    case("kmeans_plus_plus=raw_first_out_of_range", "kmeans_plus_plus", VALUE,
+         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 2**62, torch.rand(3, 2, dtype=torch.float64)))
+    case("kmeans_plus_plus=raw_draws_too_many", "kmeans_plus_plus", VALUE,
+         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 0, torch.rand(8, 2, dtype=torch.float64)))
+    case("kmeans_plus_plus=raw_no_candidates", "kmeans_plus_plus", VALUE,
+         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 0, torch.rand(3, 0, dtype=torch.float64)))
     case("compute_jaccard_distance=n_le_k1", "compute_jaccard_distance", VALUE,
          lambda: compat.compute_jaccard_distance(feats(3), k1=3, k2=1, print_flag=False))
     case("compute_jaccard_distance=duplicates", "compute_jaccard_distance", EDGE,
@@ -277,6 +298,7 @@ INT_ARGS = {
     "kmeans.k": ("kmeans", lambda v: ops.kmeans(feats(), v), [3], [0, 9, 2**62]),
     "kmeans.iters": ("kmeans", lambda v: ops.kmeans(feats(), 2, iters=v), [1, 2**62], [0, -5]),
     "kmeans.seed": ("kmeans", lambda v: ops.kmeans(feats(), 2, seed=v), [-1, 2**62], []),
+    "kmeans_plus_plus.k": ("kmeans_plus_plus", lambda v: ops.kmeans_plus_plus(feats(), v), [8], [0, 9, 2**62]),
     "kreciprocal_sets.k1": ("kreciprocal_sets", lambda v: ops.kreciprocal_sets(ops.knn(feats(), k=4)[1], v),
                             [3], [0, 5, 8, 2**62]),
     "kreciprocal_jaccard.rows": ("kreciprocal_jaccard", lambda v: ops.kreciprocal_jaccard(*jaccard_base(), v),

@@ -1,5 +1,7 @@
 """pyreid.ops.kmeans: invariants of Lloyd's algorithm and inertia against scikit-learn."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +133,50 @@ def test_cpu_and_cuda_reach_the_same_inertia():
     cpu = inertia(x, *pyreid.ops.kmeans(x, 20, seed=0))
     gpu = inertia(x, *pyreid.ops.kmeans(x.cuda(), 20, seed=0))
     assert gpu == pytest.approx(cpu, rel=1e-3)
+
+
+def lloyd_reference(x, k, seed, iters, tol):
+    """Plain Lloyd in float64 from pyreid's seeding: every point searched against every centroid."""
+    x = x.double()
+    centroids = x[pyreid.ops.kmeans_plus_plus(x, k, seed=seed)[0]]
+    dist, labels = torch.cdist(x, centroids).square().min(1)
+    inertia = float(dist.sum())
+    for _ in range(iters):
+        counts = torch.bincount(labels, minlength=k)
+        assert counts.min() > 0, "the reference has no empty-cluster rule: pick data without empty clusters"
+        centroids = torch.zeros_like(centroids).index_add_(0, labels, x) / counts.unsqueeze(1)
+        dist, new_labels = torch.cdist(x, centroids).square().min(1)
+        new_inertia = float(dist.sum())
+        converged = torch.equal(new_labels, labels) or inertia - new_inertia <= tol * inertia
+        labels, inertia = new_labels, new_inertia
+        if converged:
+            break
+    return centroids, labels
+
+
+@pytest.mark.parametrize("n,d,k,std", [(3000, 64, 40, 4.0), (2000, 256, 60, 6.0), (1200, 8, 30, 2.5)])
+def test_pruned_lloyd_gives_plain_lloyds_labels(n, d, k, std):
+    # Overlapping blobs: several iterations in which labels change, so the bounds are exercised.
+    x = blobs(n, d, k, seed=k, std=std)
+    ref_centroids, ref_labels = lloyd_reference(x, k, seed=1, iters=300, tol=0)
+    centroids, labels = pyreid.ops.kmeans(x, k, seed=1, tol=0)
+    assert torch.equal(labels, ref_labels)
+    torch.testing.assert_close(centroids.double(), ref_centroids, rtol=1e-4, atol=1e-4)
+
+
+def test_settled_iterations_search_few_points(monkeypatch):
+    # Once the centroids settle, Hamerly's bound (with the movers measured exactly) keeps most points out of the search.
+    kmeans_module = sys.modules["pyreid.ops.kmeans"]
+    searched = []
+    real_knn = kmeans_module.knn
+
+    def counting_knn(a, b=None, **kw):
+        if b is not None:
+            searched.append(a.shape[0])
+        return real_knn(a, b, **kw)
+
+    monkeypatch.setattr(kmeans_module, "knn", counting_knn)
+    x = blobs(4000, 128, 50, seed=2, std=3.0)
+    pyreid.ops.kmeans(x, 50, seed=0, tol=0)
+    assert len(searched) >= 2, searched
+    assert searched[-1] < 0.1 * x.shape[0], searched

@@ -139,6 +139,22 @@ def knn_row_max(device):
         expect_close(max_out, max_cpu, tolerance(torch.float32), f"{what} row maxima")
 
 
+@case("kmeans_plus_plus")
+def kmeans_plus_plus(device):
+    import pyreid
+
+    # Clustered points: each greedy choice is decided by clear margins, so both devices pick the same centres.
+    for n, d, k, trials in ((300, 24, 12, None), (2051, 64, 40, 5), (517, 7, 30, 1)):
+        x = features(n, d, seed=7, clusters=k, spread=0.05)
+        cpu = pyreid.ops.kmeans_plus_plus(x, k, seed=1, trials=trials)
+        out = pyreid.ops.kmeans_plus_plus(x.to(device), k, seed=1, trials=trials)
+        what = f"kmeans_plus_plus N={n} D={d} k={k}"
+        if not (torch.equal(out[0].cpu(), cpu[0]) and torch.equal(out[1].cpu(), cpu[1])):
+            raise AssertionError(f"{what}: centres or labels differ from the CPU's")
+        expect_close(out[2], cpu[2], tolerance(torch.float32), f"{what} closest")
+        expect_close(out[3], cpu[3], tolerance(torch.float32), f"{what} second")
+
+
 def _dbscan_problem():
     """Cosine distances of clustered points and an eps that leaves both clusters and noise."""
     import pyreid

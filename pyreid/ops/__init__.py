@@ -6,6 +6,7 @@ from pyreid.ops.cluster_memory_update import cluster_memory_update_
 from pyreid.ops.dbscan import dbscan
 from pyreid.ops.jaccard import jaccard_distance, jaccard_graph
 from pyreid.ops.kmeans import kmeans
+from pyreid.ops.kmeans_plus_plus import kmeans_plus_plus
 from pyreid.ops.knn import knn
 from pyreid.ops.knn_row_max import knn_row_max
 from pyreid.ops.kreciprocal_jaccard import kreciprocal_jaccard
@@ -20,6 +21,7 @@ __all__ = [
     "jaccard_distance",
     "jaccard_graph",
     "kmeans",
+    "kmeans_plus_plus",
     "knn",
     "knn_row_max",
     "kreciprocal_jaccard",

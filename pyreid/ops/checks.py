@@ -203,6 +203,16 @@ def check_kmeans_args(x, k, iters, tol) -> None:
     check_finite(x, "x", op)
 
 
+def check_kmeans_plus_plus_args(x, k, trials, op: str = "kmeans_plus_plus") -> None:
+    """The wrapper's form of csrc/common/kmeans_checks.h (k and trials where the op takes draws; NaN/Inf: the op)."""
+    check_dim(x, 2, "x", op)
+    check_floating(x, "x", op)
+    n = x.shape[0]
+    _value(n >= 1, lambda: f"{op}: x must have at least one row, got shape {tuple(x.shape)}")
+    _value(1 <= k <= n, lambda: f"{op}: k must be in [1, {n}] (the number of points), got k={k}")
+    _value(trials is None or trials >= 1, lambda: f"{op}: trials must be >= 1, got trials={trials}")
+
+
 # ---------------------------------------------------------------- dbscan
 
 

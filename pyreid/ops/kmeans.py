@@ -1,12 +1,13 @@
 """k-means (k-means++ seeding + Lloyd iterations) on pyreid's distance and kNN kernels."""
 
-import math
 from typing import Tuple
 
 import torch
 
 from pyreid.ops.checks import check_int, check_kmeans_args, check_real, check_tensor
+from pyreid.ops.kmeans_plus_plus import kmeans_plus_plus
 from pyreid.ops.knn import knn
+from pyreid.ops.pairwise_distance import pairwise_distance
 
 __all__ = ["kmeans"]
 
@@ -32,11 +33,16 @@ def kmeans(
         float64 input) and N int64 labels, each point assigned to its nearest
         returned centroid (ties to the smaller index).
 
-    Seeding is the greedy k-means++ of Arthur & Vassilvitskii (SODA 2007) with
-    ``2 + ln k`` candidates per centre, as scikit-learn uses. The assignment
-    step is :func:`pyreid.ops.knn` with ``k=1`` (tiled: no N x k distance
-    matrix), the update an ``index_add_``; a cluster that becomes empty is
-    re-seeded with the point farthest from its centroid. Used by PUL (Fan et
+    Seeding is :func:`pyreid.ops.kmeans_plus_plus` (the greedy k-means++ of
+    Arthur & Vassilvitskii, SODA 2007, with ``2 + ln k`` candidates per
+    centre, as scikit-learn uses; one read of ``x`` per centre), which also
+    gives the first assignment. The update is an ``index_add_``; a cluster
+    that becomes empty is re-seeded with the point farthest from its
+    centroid. The assignment is Lloyd's, pruned by Hamerly's bound (SDM
+    2010): a point provably nearer its own centroid than any other keeps its
+    label, the rest go through :func:`pyreid.ops.knn` with ``k=2`` (tiled: no
+    N x k matrix). The labels are those of searching every point (up to
+    rounding ties); once the centroids settle, few points are searched. Used by PUL (Fan et
     al., TOMM 2018), which clusters features into as many clusters as there
     are identities.
 
@@ -63,13 +69,18 @@ def kmeans(
     x = x.double() if x.dtype == torch.float64 else x.float()
     x = x.contiguous()
 
-    generator = torch.Generator().manual_seed(seed)
-    centroids = _kmeans_plus_plus(x, k, generator)
-    labels, dist = _assign(x, centroids)
+    centre_index, labels, closest, second = kmeans_plus_plus(x, k, seed=seed)
+    centroids = x[centre_index]
+    # Seeding's distances are the first assignment, and its second-nearest
+    # distances the first lower bounds: no search before the first update.
+    dist, lower = closest, second.sqrt()
+    x_sq = x.square().sum(1)
     inertia = float(dist.sum(dtype=torch.float64))
     for _ in range(iters):
-        centroids = _update(x, labels, dist, k)
-        new_labels, dist = _assign(x, centroids)
+        new_centroids = _update(x, labels, dist, k)
+        shift = (new_centroids - centroids).norm(dim=1)
+        centroids = new_centroids
+        new_labels, dist, lower = _assign_pruned(x, x_sq, centroids, labels, lower, shift)
         new_inertia = float(dist.sum(dtype=torch.float64))
         converged = bool(torch.equal(new_labels, labels)) or inertia - new_inertia <= tol * inertia
         labels, inertia = new_labels, new_inertia
@@ -78,11 +89,66 @@ def kmeans(
     return centroids, labels
 
 
-def _assign(x: torch.Tensor, centroids: torch.Tensor):
-    """Nearest centroid of every point and the squared distance to it."""
-    dist, index = knn(x, centroids, k=1)
-    return index[:, 0], dist[:, 0].clamp_min(0)
+# Rows per chunk of the own-centroid distances: the chunk's temporaries stay in cache.
+_CHUNK_ROWS = 512
+# Centroids whose distances every pruned iteration computes exactly: the largest movers.
+_MOVERS = 32
+# Pruning margin, relative to |x|^2 + max |c|^2: the float32 rounding of a
+# squared distance from a D = 2,048 dot product is below 1e-6 of that, so a
+# point kept by the bound is nearest its own centroid by more than the
+# search's rounding, and the search would give it the same label.
+_MARGIN = 1e-5
 
+
+def _own_distances(x: torch.Tensor, centroids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Squared distance of every point to its own centroid, from differences (not the dot-product expansion)."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for begin in range(0, x.shape[0], _CHUNK_ROWS):
+        end = min(begin + _CHUNK_ROWS, x.shape[0])
+        out[begin:end] = torch.linalg.vector_norm(x[begin:end] - centroids[labels[begin:end]], dim=1).square()
+    return out
+
+
+def _assign_pruned(x, x_sq, centroids, labels, lower, shift):
+    """Nearest centroids after an update, searching only the points whose bound can change their label.
+
+    Hamerly's test (SDM 2010): ``lower`` bounds every point's distance to any
+    centroid but its own before the update; each centroid moved by
+    ``shift``, so the bound drops by at most the largest move of another
+    centroid. A point nearer its own centroid than that bound (or than half
+    the distance from its centroid to the next, by the triangle inequality)
+    keeps its label; the others go through :func:`pyreid.ops.knn` with
+    ``k=2``, which also gives their new bound. Same labels as searching every
+    point (beyond rounding ties), at a fraction of the products once
+    centroids settle. Returns ``(labels, squared distances, lower bounds)``.
+    """
+    k = centroids.shape[0]
+    own = _own_distances(x, centroids, labels)
+    if k == 1:
+        return labels, own, lower
+    # One centroid that moves far would loosen every point's bound, so the
+    # largest movers are measured exactly instead: the bound covers the
+    # others, each point's distances to the movers (a thin product) the movers.
+    movers = torch.topk(shift, min(_MOVERS, k - 1)).indices
+    mover_dist = pairwise_distance(x, centroids[movers], metric="euclidean")
+    mover_dist[labels.unsqueeze(1) == movers.unsqueeze(0)] = float("inf")  # not the point's own centroid
+    rest = shift.clone()
+    rest[movers] = 0
+    top2 = torch.topk(rest, 2).values
+    # The largest move of any other centroid outside the movers.
+    other_shift = torch.where(rest[labels] == top2[0], top2[1], top2[0])
+    lower = torch.minimum((lower - other_shift).clamp_min(0), mover_dist.min(1).values)
+    half_gap = 0.5 * knn(centroids, k=2, metric="euclidean")[0][:, 1]
+    bound = torch.maximum(lower, half_gap[labels])
+    margin = _MARGIN * (x_sq + centroids.square().sum(1).max())
+    search = torch.nonzero(own + margin >= bound.square()).flatten()
+    labels, lower = labels.clone(), lower.clone()
+    if search.numel() > 0:
+        dist2, index2 = knn(x[search], centroids, k=2)
+        labels[search] = index2[:, 0]
+        own[search] = dist2[:, 0].clamp_min(0)
+        lower[search] = dist2[:, 1].clamp_min(0).sqrt()
+    return labels, own, lower
 
 def _update(x: torch.Tensor, labels: torch.Tensor, dist: torch.Tensor, k: int) -> torch.Tensor:
     """Means of the clusters; an empty cluster takes one of the points farthest from their centroid."""
@@ -95,31 +161,3 @@ def _update(x: torch.Tensor, labels: torch.Tensor, dist: torch.Tensor, k: int) -
         centroids[empty] = x[farthest]
     return centroids
 
-
-def _sq_dist_to(points: torch.Tensor, x: torch.Tensor, x_sq: torch.Tensor) -> torch.Tensor:
-    """Squared distances (m x N) from a few points to every row of x, given |x|^2; clamped at 0."""
-    p_sq = (points * points).sum(1, keepdim=True)
-    return torch.addmm(p_sq + x_sq.unsqueeze(0), points, x.t(), alpha=-2).clamp_min_(0)
-
-
-def _kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Greedy k-means++: each new centre is the best of 2 + ln(k) candidates drawn with probability ~ D(x)^2."""
-    n = x.shape[0]
-    trials = 2 + int(math.log(k))
-    # All random numbers up front, on the CPU: the same draws whatever the device, and no per-step transfer.
-    first = int(torch.randint(n, (1,), generator=generator))
-    draws = torch.rand(max(k - 1, 0), trials, generator=generator, dtype=torch.float64).to(x.device)
-    centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
-    centroids[0] = x[first]
-    # |x|^2 once: each step then reads x once (one trials x N product), not twice.
-    x_sq = (x * x).sum(1)
-    closest = _sq_dist_to(x[first : first + 1], x, x_sq)[0]
-    for c in range(1, k):
-        cumulative = torch.cumsum(closest, 0, dtype=torch.float64)
-        targets = draws[c - 1] * cumulative[-1]
-        candidates = torch.searchsorted(cumulative, targets).clamp_max(n - 1)
-        candidate_closest = torch.minimum(closest.unsqueeze(0), _sq_dist_to(x[candidates], x, x_sq))
-        best = torch.argmin(candidate_closest.sum(1, dtype=torch.float64))
-        closest = candidate_closest[best]
-        centroids[c] = x[candidates[best]]
-    return centroids
