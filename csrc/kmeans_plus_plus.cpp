@@ -10,8 +10,15 @@
 //   centres   k int64: the rows of x chosen as centres, first one first
 //   labels    N int64: each point's nearest centre (ties to the earlier one)
 //   closest   N, float32 (float64 for float64 x): squared distance to it
+//   precision "fp32": every product in the accumulation dtype; "auto": on a
+//             CPU with AVX2 + FMA and float32 rows of >= 128 features, each
+//             step's products first come from a bfloat16 copy of x, and only
+//             pairs a proven error bound cannot settle are recomputed in
+//             float32 (centres, labels and closest: the bits of "fp32");
+//             elsewhere (CUDA included) the same as "fp32"
 //   second    N, same dtype: squared distance to the second nearest centre
-//             (+inf when k = 1)
+//             (+inf when k = 1); with the screen, a lower bound of it where
+//             the screen settled the pair (k-means needs only a lower bound)
 //
 // Greedy k-means++ (Arthur & Vassilvitskii, SODA 2007, with scikit-learn's
 // T = 2 + ln k candidates per step): of the T candidates, the one that
@@ -25,5 +32,5 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(pyreid, m) {
-  m.def("kmeans_plus_plus(Tensor x, int first, Tensor draws) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("kmeans_plus_plus(Tensor x, int first, Tensor draws, str precision) -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -267,14 +267,16 @@ def _feature_cases():
     case("kmeans_plus_plus.trials=huge", "kmeans_plus_plus", EDGE, lambda: ops.kmeans_plus_plus(feats(), 3, trials=40)[0],
          lambda r: r.shape == (3,))
     case("kmeans_plus_plus=raw_nan_draws", "kmeans_plus_plus", EDGE,
-         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 0, torch.full((3, 2), float("nan"), dtype=torch.float64))[0],
+         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 0, torch.full((3, 2), float("nan"), dtype=torch.float64), "auto")[0],
          lambda r: r.min() >= 0 and r.max() < 8)
     case("kmeans_plus_plus=raw_first_out_of_range", "kmeans_plus_plus", VALUE,
-         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 2**62, torch.rand(3, 2, dtype=torch.float64)))
+         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 2**62, torch.rand(3, 2, dtype=torch.float64), "auto"))
     case("kmeans_plus_plus=raw_draws_too_many", "kmeans_plus_plus", VALUE,
-         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 0, torch.rand(8, 2, dtype=torch.float64)))
+         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 0, torch.rand(8, 2, dtype=torch.float64), "auto"))
+    case("kmeans_plus_plus=raw_unknown_precision", "kmeans_plus_plus", VALUE,
+         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 0, torch.rand(3, 2, dtype=torch.float64), "bf16"))
     case("kmeans_plus_plus=raw_no_candidates", "kmeans_plus_plus", VALUE,
-         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 0, torch.rand(3, 0, dtype=torch.float64)))
+         lambda: torch.ops.pyreid.kmeans_plus_plus(feats(), 0, torch.rand(3, 0, dtype=torch.float64), "auto"))
     case("compute_jaccard_distance=n_le_k1", "compute_jaccard_distance", VALUE,
          lambda: compat.compute_jaccard_distance(feats(3), k1=3, k2=1, print_flag=False))
     case("compute_jaccard_distance=duplicates", "compute_jaccard_distance", EDGE,

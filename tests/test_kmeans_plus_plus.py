@@ -102,7 +102,7 @@ def test_input_errors():
     with pytest.raises(ValueError, match=r"x must have at least one row"):
         pyreid.ops.kmeans_plus_plus(torch.randn(0, 3), 1)
     # The op itself, called directly with hostile draws.
-    op = torch.ops.pyreid.kmeans_plus_plus
+    op = lambda x, first, draws: torch.ops.pyreid.kmeans_plus_plus(x, first, draws, "auto")  # noqa: E731
     with pytest.raises(ValueError, match=r"first must be in \[0, 4\], got first=5"):
         op(x, 5, torch.rand(2, 3, dtype=torch.float64))
     with pytest.raises(TypeError, match=r"draws must be float64"):
@@ -117,6 +117,69 @@ def test_input_errors():
 def test_meta_gives_shapes():
     out = pyreid.ops.kmeans_plus_plus(torch.empty(10, 4, device="meta"), 3)
     assert [tuple(t.shape) for t in out] == [(3,), (10,), (10,), (10,)]
+
+
+# ---------------------------------------------------------------- precision="auto": the bfloat16 screen
+
+
+def assert_auto_is_fp32(x, k, **kwargs):
+    auto = pyreid.ops.kmeans_plus_plus(x, k, precision="auto", **kwargs)
+    fp32 = pyreid.ops.kmeans_plus_plus(x, k, precision="fp32", **kwargs)
+    for name, a, b in zip(("centres", "labels", "closest"), auto[:3], fp32[:3]):
+        assert torch.equal(a, b), f"{name} differ between precision='auto' and 'fp32'"
+    # second: exact where recomputed, a lower bound where the screen settled the pair.
+    assert torch.all(auto[3] <= fp32[3]) and torch.all(auto[3] >= auto[2])
+    return auto, fp32
+
+
+@pytest.mark.parametrize("spread", [0.05, 0.5, 2.0])
+def test_auto_gives_fp32s_result(spread):
+    # D >= 128: the screen runs (on an AVX2 CPU). Tight, loose and overlapping clusters.
+    x = clustered_features(3001, 256, clusters=80, spread=spread, seed=7)
+    assert_auto_is_fp32(x, 60, seed=1)
+
+
+def test_auto_on_exact_ties():
+    # Orthogonal rows of one norm: every pair of distinct rows is at exactly the same distance,
+    # so every candidate ties with every point's closest centre; the screen must leave them all to float32.
+    x = 3.0 * torch.eye(300)
+    x = torch.cat([x, x[:10]])  # and exact duplicates
+    assert_auto_is_fp32(x, 40, seed=2)
+
+
+def test_auto_on_near_ties_below_the_bfloat16_error():
+    # Distances that differ by 1e-4 relative, far below bfloat16's 2^-8: bfloat16 alone would misorder them.
+    g = torch.Generator().manual_seed(0)
+    x = 5.0 * torch.eye(400) * (1 + 1e-4 * torch.randn(400, 1, generator=g))
+    assert_auto_is_fp32(x, 50, seed=3)
+
+
+def test_the_bound_covers_the_worst_bfloat16_rounding():
+    # A's entries 1 + 2^-8 sit halfway between two bfloat16 values and round (to even) down to 1, all
+    # in the same direction, so the screen's product with P = 2 underestimates <A, P> by the full
+    # 2^-8 |A| |P| that Cauchy-Schwarz allows, and overestimates d^2(A, P) by twice that. A's closest
+    # centre C0 lies between the true d^2(A, P) and that overestimate: a bound with half the
+    # bfloat16 term (2^-9, one ulp too optimistic) would settle the pair and miss that P is nearer.
+    d = 128
+    a = torch.full((d,), 1 + 2.0**-8)
+    p = torch.full((d,), 2.0)
+    q = float(1 + 2.0**-8 - math.sqrt(0.996))  # |A - C0|^2 = 0.996 d, |A - P|^2 = 0.9922 d
+    c0 = torch.full((d,), q)
+    x = torch.stack([c0, a, p])
+    draws = torch.tensor([[0.9]], dtype=torch.float64)  # step 1 draws P
+    op = torch.ops.pyreid.kmeans_plus_plus
+    fp32, auto = op(x, 0, draws, "fp32"), op(x, 0, draws, "auto")
+    assert fp32[0].tolist() == [0, 2] and fp32[1].tolist() == [0, 1, 1]  # A's nearest centre is P
+    assert all(torch.equal(u, v) for u, v in zip(auto[:3], fp32[:3]))
+
+
+def test_precision_errors():
+    with pytest.raises(ValueError, match=r"kmeans_plus_plus: unknown precision 'bf16'; expected 'auto' or 'fp32'"):
+        pyreid.ops.kmeans_plus_plus(torch.randn(5, 3), 2, precision="bf16")
+    with pytest.raises(ValueError, match=r"unknown precision 'half'"):
+        torch.ops.pyreid.kmeans_plus_plus(torch.randn(5, 3), 0, torch.rand(1, 2, dtype=torch.float64), "half")
+    with pytest.raises(ValueError, match=r"kmeans: unknown precision 'x'"):
+        pyreid.ops.kmeans(torch.randn(5, 3), 2, precision="x")
 
 
 @cuda

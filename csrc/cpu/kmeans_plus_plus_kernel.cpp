@@ -13,9 +13,12 @@
 // candidates with AVX2 FMA (dispatched at run time; a portable loop
 // otherwise, and for float64) bring the step close to that read.
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -36,6 +39,8 @@ namespace {
 
 // Rows per task: partial potentials are kept per task (deterministic sums).
 constexpr int64_t kRowsPerTask = 256;
+// Narrower rows are cheap to read in float32: precision="auto" screens only from this width.
+constexpr int64_t kScreenMinWidth = 128;
 
 // out[r * t + j] = <x_r, p_j> for `rows` rows of x: the portable loop (eight
 // partial sums per product, so the compiler vectorises it).
@@ -65,10 +70,28 @@ bool cpu_has_avx2_fma() {
   return supported;
 }
 
+// Eight row values as float32: from float32, or from bfloat16 (the top 16
+// bits of a float32, so widening is a shift and exact).
+__attribute__((target("avx2,fma"))) inline __m256 load8(const float* x) { return _mm256_loadu_ps(x); }
+__attribute__((target("avx2,fma"))) inline __m256 load8(const uint16_t* x) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+inline float load1(const float* x) { return *x; }
+inline float load1(const uint16_t* x) {
+  const uint32_t bits = static_cast<uint32_t>(*x) << 16;
+  float v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
 // R rows x C candidates of products, R * C accumulators in registers: each
-// load of x feeds C multiply-adds and each load of a candidate R.
-template <int R, int C>
-__attribute__((target("avx2,fma"))) void dot_tile_avx2(const float* x, const float* p, int64_t d, int64_t t,
+// load of x feeds C multiply-adds and each load of a candidate R. Every
+// product is summed in the same order whatever R and C are (eight lanes over
+// the row, the lanes in order, then the tail), so a product recomputed alone
+// (R = C = 1) has the same bits as in a tile.
+template <int R, int C, typename Row>
+__attribute__((target("avx2,fma"))) void dot_tile_avx2(const Row* x, const float* p, int64_t d, int64_t t,
                                                         float* out) {
   __m256 acc[R][C];
   for (int u = 0; u < R; ++u)
@@ -78,7 +101,7 @@ __attribute__((target("avx2,fma"))) void dot_tile_avx2(const float* x, const flo
     __m256 q[C];
     for (int v = 0; v < C; ++v) q[v] = _mm256_loadu_ps(p + v * d + c);
     for (int u = 0; u < R; ++u) {
-      const __m256 y = _mm256_loadu_ps(x + u * d + c);
+      const __m256 y = load8(x + u * d + c);
       for (int v = 0; v < C; ++v) acc[u][v] = _mm256_fmadd_ps(y, q[v], acc[u][v]);
     }
   }
@@ -88,14 +111,14 @@ __attribute__((target("avx2,fma"))) void dot_tile_avx2(const float* x, const flo
       _mm256_storeu_ps(lanes, acc[u][v]);
       float s = 0;
       for (int l = 0; l < 8; ++l) s += lanes[l];
-      for (int64_t e = c; e < d; ++e) s += x[u * d + e] * p[v * d + e];
+      for (int64_t e = c; e < d; ++e) s += load1(x + u * d + e) * p[v * d + e];
       out[u * t + v] = s;
     }
   }
 }
 
-template <int R>
-__attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* x, const float* p, int64_t t, int64_t d,
+template <int R, typename Row>
+__attribute__((target("avx2,fma"))) void dot_rows_avx2(const Row* x, const float* p, int64_t t, int64_t d,
                                                         float* out) {
   int64_t j = 0;
   for (; j + 3 <= t; j += 3) dot_tile_avx2<R, 3>(x, p + j * d, d, t, out + j);
@@ -103,11 +126,19 @@ __attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* x, const flo
   if (t - j == 1) dot_tile_avx2<R, 1>(x, p + j * d, d, t, out + j);
 }
 
-__attribute__((target("avx2,fma"))) void candidate_dots_avx2(const float* x, int64_t rows, const float* p,
+template <typename Row>
+__attribute__((target("avx2,fma"))) void candidate_dots_avx2(const Row* x, int64_t rows, const float* p,
                                                               int64_t t, int64_t d, float* out) {
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) dot_rows_avx2<4>(x + r * d, p, t, d, out + r * t);
   for (; r < rows; ++r) dot_rows_avx2<1>(x + r * d, p, t, d, out + r * t);
+}
+
+// One product, with the bits the float32 tiles give it.
+__attribute__((target("avx2,fma"))) float dot_avx2(const float* x, const float* p, int64_t d) {
+  float out;
+  dot_tile_avx2<1, 1>(x, p, d, 1, &out);
+  return out;
 }
 #endif
 
@@ -121,10 +152,43 @@ void candidate_dots(const T* x, int64_t rows, const T* p, int64_t t, int64_t d, 
   candidate_dots_portable(x, rows, p, t, d, out);
 }
 
-// The seeding loop on x in its accumulation dtype T (float or double).
+// The screen of precision="auto": each step's products come from a bfloat16
+// copy of x (half the bytes to read), and only the pairs that bound cannot
+// settle are recomputed from the float32 rows, with the bits the float32
+// path gives them. A pair is settled when a lower bound of the float32
+// path's squared distance is at least the point's current closest distance:
+// the pair then changes neither the candidate's potential nor the point's
+// label, whatever its exact value. The bound (docs/design.md, "k-means"):
+//   d2_f32 >= |x|^2 + |p|^2 - 2 <x_bf16, p>_computed - E,
+//   E = 2 (2^-8 + 3 g_m)(1 + 2 g_D) |x||p| + 8 u (|x|^2 + |p|^2) + 2^-125 sqrt(D) |p|
+// with u = 2^-24, g_n = n u / (1 - n u), m = D / 8 + 16 (the additions per
+// product in the tiles): 2^-8 |x_i| bounds each bfloat16 rounding (8
+// significant bits, to nearest; Cauchy-Schwarz sums them to 2^-8 |x||p|), g_m the float32 accumulation of
+// either product, g_D the float32 norms, 8u the final subtraction's
+// roundings, and the last term subnormal inputs.
+struct Screen {
+  double relative, additive, subnormal;
+
+  explicit Screen(int64_t d) {
+    const double u = std::ldexp(1.0, -24);
+    const auto gamma = [u](double n) { return n * u / (1 - n * u); };
+    relative = 2 * (std::ldexp(1.0, -8) + 3 * gamma(double(d) / 8 + 16)) * (1 + 2 * gamma(double(d)));
+    additive = 8 * u;
+    subnormal = std::ldexp(1.0, -125) * std::sqrt(double(d));
+  }
+
+  // A lower bound of the float32 path's squared distance from the screen's
+  // product (norms: the square roots of the squared norms, taken once per row).
+  double lower(double dot_bf16, double x_sq, double p_sq, double x_norm, double p_norm) const {
+    return x_sq + p_sq - 2 * dot_bf16 - (relative * x_norm * p_norm + additive * (x_sq + p_sq) + subnormal * p_norm);
+  }
+};
+
+// The seeding loop on x in its accumulation dtype T (float or double);
+// `screen` (float32 with AVX2 only) reads the bfloat16 copy xb.
 template <typename T>
-void seed(const at::Tensor& xa, int64_t first, const at::Tensor& draws_cpu, int64_t* centres, int64_t* labels,
-          T* closest, T* second) {
+void seed(const at::Tensor& xa, const at::Tensor& xb, int64_t first, const at::Tensor& draws_cpu, int64_t* centres,
+          int64_t* labels, T* closest, T* second) {
   const int64_t n = xa.size(0), d = xa.size(1);
   const int64_t k = draws_cpu.size(0) + 1;
   const int64_t t = draws_cpu.size(0) > 0 ? draws_cpu.size(1) : 1;
@@ -133,22 +197,53 @@ void seed(const at::Tensor& xa, int64_t first, const at::Tensor& draws_cpu, int6
   const T* sq = sq_tensor.data_ptr<T>();
   const double* draws = draws_cpu.data_ptr<double>();
   const int64_t tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
+  const Screen screen(d);
 
   std::vector<T> cand(static_cast<size_t>(t * d)), cand_sq(t);
+  std::vector<double> norm, cand_norm(t);  // the screen's |x| and |p|
+  if (xb.defined()) {
+    norm.resize(n);
+    for (int64_t i = 0; i < n; ++i) norm[i] = std::sqrt(static_cast<double>(sq[i]));
+  }
   std::vector<T> dist(static_cast<size_t>(n * t));
   std::vector<double> partial(static_cast<size_t>(tasks * t)), cumulative(n);
   std::vector<int64_t> cand_index(t);
 
-  // Squared distances of every row to the candidates in `cand` (m of them),
-  // into dist[i * m + j], and each task's potential sums min(closest, d^2).
+  // Squared distances of every row to the m candidates in `cand`, into
+  // dist[i * m + j] (a screened pair holds its lower bound, which is >= the
+  // point's closest distance), and each task's potential: sum of min(closest, d^2).
   const auto distances = [&](int64_t m, bool with_potential) {
     at::parallel_for(0, tasks, 1, [&](int64_t task_begin, int64_t task_end) {
       for (int64_t task = task_begin; task < task_end; ++task) {
         const int64_t r0 = task * kRowsPerTask, r1 = std::min(n, r0 + kRowsPerTask);
         T* out = dist.data() + r0 * m;
-        candidate_dots(x + r0 * d, r1 - r0, cand.data(), m, d, out);
         double* sums = partial.data() + task * m;
         std::fill(sums, sums + m, 0.0);
+#ifdef PYREID_HAS_AVX2_PATH
+        if constexpr (std::is_same_v<T, float>) {
+          if (xb.defined() && with_potential) {
+            const uint16_t* rows = reinterpret_cast<const uint16_t*>(xb.data_ptr<at::BFloat16>());
+            candidate_dots_avx2(rows + r0 * d, r1 - r0, cand.data(), m, d, out);
+            for (int64_t i = r0; i < r1; ++i) {
+              for (int64_t j = 0; j < m; ++j) {
+                T& v = out[(i - r0) * m + j];
+                const double bound = screen.lower(v, sq[i], cand_sq[j], norm[i], cand_norm[j]);
+                if (bound >= closest[i]) {
+                  float low = static_cast<float>(bound);  // rounded down: still a lower bound, still >= closest
+                  if (low > bound) low = std::nextafter(low, -std::numeric_limits<float>::infinity());
+                  v = low;
+                } else {
+                  v = distance_from_dot<T>(dot_avx2(x + i * d, cand.data() + j * d, d), sq[i], cand_sq[j],
+                                           Metric::SqEuclidean);
+                }
+                sums[j] += static_cast<double>(std::min(closest[i], v));
+              }
+            }
+            continue;
+          }
+        }
+#endif
+        candidate_dots(x + r0 * d, r1 - r0, cand.data(), m, d, out);
         for (int64_t i = r0; i < r1; ++i) {
           for (int64_t j = 0; j < m; ++j) {
             T& v = out[(i - r0) * m + j];
@@ -163,6 +258,7 @@ void seed(const at::Tensor& xa, int64_t first, const at::Tensor& draws_cpu, int6
     std::memcpy(cand.data() + slot * d, x + index * d, sizeof(T) * d);
     cand_sq[slot] = sq[index];
     cand_index[slot] = index;
+    if (xb.defined()) cand_norm[slot] = norm[index];
   };
 
   centres[0] = first;
@@ -208,9 +304,10 @@ void seed(const at::Tensor& xa, int64_t first, const at::Tensor& draws_cpu, int6
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_plus_plus_cpu(const at::Tensor& x, int64_t first,
-                                                                                 const at::Tensor& draws) {
+                                                                                 const at::Tensor& draws,
+                                                                                 c10::string_view precision) {
   constexpr const char* op = "kmeans_plus_plus";
-  check_kmeans_plus_plus_args(x, first, draws, op);
+  const bool reduced = check_kmeans_plus_plus_args(x, first, draws, precision, op);
   const int64_t n = x.size(0), k = draws.size(0) + 1;
   const at::ScalarType acc = accumulate_type(x.scalar_type());
   at::Tensor centres = at::empty({k}, x.options().dtype(at::kLong));
@@ -219,8 +316,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_plus_plus_cpu(
   at::Tensor second = empty_output({n}, x.options().dtype(acc), op, "N distances");
   const at::Tensor xa = x.to(acc).contiguous();
   const at::Tensor draws_c = draws.contiguous();
+  // The screen pays where reading x is the cost: float32 rows of at least
+  // kScreenMinWidth features, on a CPU with AVX2 + FMA.
+  at::Tensor xb;
+#ifdef PYREID_HAS_AVX2_PATH
+  if (reduced && acc == at::kFloat && x.size(1) >= kScreenMinWidth && cpu_has_avx2_fma()) xb = xa.to(at::kBFloat16);
+#endif
   AT_DISPATCH_FLOATING_TYPES(acc, "kmeans_plus_plus_cpu", [&] {
-    seed<scalar_t>(xa, first, draws_c, centres.data_ptr<int64_t>(), labels.data_ptr<int64_t>(),
+    seed<scalar_t>(xa, xb, first, draws_c, centres.data_ptr<int64_t>(), labels.data_ptr<int64_t>(),
                    closest.data_ptr<scalar_t>(), second.data_ptr<scalar_t>());
   });
   return {centres, labels, closest, second};

@@ -128,9 +128,12 @@ __global__ void first_centre_kernel(const T* __restrict__ dist, int64_t n, int64
   }
 }
 
+// precision "auto" is "fp32" here: the GPU reads x fast enough that the
+// step is not worth a screen yet.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_plus_plus_cuda(const at::Tensor& x, int64_t first,
-                                                                                  const at::Tensor& draws) {
-  check_kmeans_plus_plus_args(x, first, draws, kOp);
+                                                                                  const at::Tensor& draws,
+                                                                                  c10::string_view precision) {
+  check_kmeans_plus_plus_args(x, first, draws, precision, kOp);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0), d = x.size(1), k = draws.size(0) + 1;
   const int64_t t = draws.size(0) > 0 ? draws.size(1) : 1;

@@ -71,6 +71,19 @@ __all__ = ["PUL", "PULOptions", "centre_indices", "reliable", "stopped_growing"]
 logger = logging.getLogger("pyreid.algorithms.pul")
 
 
+# Rows per chunk of the per-image float64 arithmetic below: no N x D float64 copy.
+_CHUNK_ROWS = 1024
+
+
+def _own_rows(features: torch.Tensor, others: torch.Tensor, index: torch.Tensor, fn) -> torch.Tensor:
+    """fn(row in float64, others[index] in float64) per row, in chunks: N float64 values."""
+    out = torch.empty(features.shape[0], dtype=torch.float64)
+    for begin in range(0, features.shape[0], _CHUNK_ROWS):
+        end = min(begin + _CHUNK_ROWS, features.shape[0])
+        out[begin:end] = fn(features[begin:end].double(), others[index[begin:end]].double())
+    return out
+
+
 @torch.no_grad()
 def centre_indices(features: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """For each cluster k, the index of its image nearest (Euclidean) to ``centroids[k]``, or -1 for a
@@ -78,7 +91,7 @@ def centre_indices(features: torch.Tensor, labels: torch.Tensor, centroids: torc
     k, n = centroids.shape[0], features.shape[0]
     member = labels >= 0
     index, cluster = torch.arange(n)[member], labels[member]
-    distance = ((features[member].double() - centroids.double()[cluster]) ** 2).sum(1)
+    distance = _own_rows(features[member], centroids, cluster, lambda a, b: ((a - b) ** 2).sum(1))
     nearest = torch.full((k,), float("inf"), dtype=torch.float64).scatter_reduce(0, cluster, distance, "amin")
     # The nearest member of each cluster; among equally near ones the first image.
     tied = distance == nearest[cluster]
@@ -93,14 +106,16 @@ def reliable(features: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor
     """N bools: cosine similarity to its own cluster's centre image > ``threshold`` (``any_centre``: to
     any centre image); the centre images themselves are always reliable. Images labelled -1 are not."""
     present = centres >= 0
-    unit = F.normalize(features.double(), dim=1)
-    similarity = unit @ unit[centres.clamp(min=0)].T  # N x K
-    similarity[:, ~present] = -2.0
-    if any_centre:
+    if any_centre:  # every image against every centre: an N x K product
+        unit = F.normalize(features.double(), dim=1)
+        similarity = unit @ unit[centres.clamp(min=0)].T
+        similarity[:, ~present] = -2.0
         keep = similarity.max(dim=1).values > threshold
-    else:
-        own = similarity.gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
-        keep = own > threshold
+    else:  # one product per image, with its own centre
+        own_centre = centres[labels.clamp(min=0)]
+        own = _own_rows(features, features, own_centre.clamp(min=0),
+                        lambda a, b: (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(1))
+        keep = (own > threshold) & (own_centre >= 0)
     keep[centres[present]] = True
     return keep & (labels >= 0)
 

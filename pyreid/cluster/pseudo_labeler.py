@@ -114,7 +114,8 @@ class KMeansClustering:
         self.space = F.normalize(features, dim=1) if self.normalize else features
         step = kmeans_pseudo_labels(self.space, self.k, iters=self.iters, seed=self.seed, normalize=False)
         self.centroids = step.centroids
-        inertia = float(((self.space.float() - step.centroids[step.labels].float()) ** 2).sum())
+        inertia = sum(float(torch.linalg.vector_norm(rows.float() - step.centroids[labels].float(), dim=1).square().sum(
+            dtype=torch.float64)) for rows, labels in zip(self.space.split(1024), step.labels.split(1024)))
         return step.labels, {"kmeans_seconds": step.timings["kmeans"], "kmeans_inertia": inertia}
 
 

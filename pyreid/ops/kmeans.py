@@ -4,7 +4,7 @@ from typing import Tuple
 
 import torch
 
-from pyreid.ops.checks import check_int, check_kmeans_args, check_real, check_tensor
+from pyreid.ops.checks import check_choice, check_int, check_kmeans_args, check_real, check_tensor
 from pyreid.ops.kmeans_plus_plus import kmeans_plus_plus
 from pyreid.ops.knn import knn
 from pyreid.ops.pairwise_distance import pairwise_distance
@@ -13,7 +13,7 @@ __all__ = ["kmeans"]
 
 
 def kmeans(
-    x: torch.Tensor, k: int, iters: int = 300, seed: int = 0, tol: float = 1e-4
+    x: torch.Tensor, k: int, iters: int = 300, seed: int = 0, tol: float = 1e-4, precision: str = "auto"
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """k-means clustering of the rows of ``x`` (Lloyd's algorithm, k-means++ seeding).
 
@@ -27,6 +27,8 @@ def kmeans(
         tol: stop when the inertia (sum of squared distances to the assigned
             centroid) falls by less than ``tol`` times its previous value, or
             when no label changes.
+        precision: the seeding's (:func:`pyreid.ops.kmeans_plus_plus`):
+            ``"auto"`` or ``"fp32"``, the same result either way.
 
     Returns:
         ``(centroids, labels)``: k x D centroids (float32, or float64 for
@@ -62,6 +64,7 @@ def kmeans(
     k, iters, seed = check_int(k, "k", op), check_int(iters, "iters", op), check_int(seed, "seed", op)
     tol = check_real(tol, "tol", op, allow_nan=True)  # NaN fails the range check
     check_kmeans_args(x, k, iters, tol)
+    check_choice(precision, ("auto", "fp32"), "precision", op)
     if x.device.type == "meta":  # no values to cluster: the shapes of the result
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         return x.new_empty((k, x.shape[1]), dtype=dtype), x.new_empty((x.shape[0],), dtype=torch.int64)
@@ -69,7 +72,7 @@ def kmeans(
     x = x.double() if x.dtype == torch.float64 else x.float()
     x = x.contiguous()
 
-    centre_index, labels, closest, second = kmeans_plus_plus(x, k, seed=seed)
+    centre_index, labels, closest, second = kmeans_plus_plus(x, k, seed=seed, precision=precision)
     centroids = x[centre_index]
     # Seeding's distances are the first assignment, and its second-nearest
     # distances the first lower bounds: no search before the first update.

@@ -5,13 +5,13 @@ from typing import Optional
 
 import torch
 
-from pyreid.ops.checks import check_int, check_kmeans_plus_plus_args, check_tensor
+from pyreid.ops.checks import check_choice, check_int, check_kmeans_plus_plus_args, check_tensor
 
 __all__ = ["kmeans_plus_plus"]
 
 
 def kmeans_plus_plus(
-    x: torch.Tensor, k: int, seed: int = 0, trials: Optional[int] = None
+    x: torch.Tensor, k: int, seed: int = 0, trials: Optional[int] = None, precision: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """k centres drawn from the rows of ``x`` by greedy k-means++.
 
@@ -23,6 +23,15 @@ def kmeans_plus_plus(
     totals and the update come from one pass (the step is memory-bound; a BLAS
     product of 9 columns repacks ``x`` and is several times slower).
 
+    ``precision="auto"`` halves that read on CPUs with AVX2 + FMA (float32
+    rows of at least 128 features): each step's products come from a
+    bfloat16 copy of ``x``, and only the pairs that a proven error bound
+    (docs/design.md, "k-means") cannot settle are recomputed in float32, with
+    the bits the float32 path gives them. ``centres``, ``labels`` and
+    ``closest`` are then exactly ``precision="fp32"``'s; ``second`` is exact
+    where recomputed and otherwise a lower bound of it (all k-means needs).
+    On CUDA and elsewhere ``"auto"`` is ``"fp32"``.
+
     Args:
         x: N x D features (float16, bfloat16, float32 or float64; CPU or
             CUDA); half precision is seeded in float32.
@@ -30,6 +39,7 @@ def kmeans_plus_plus(
         seed: seeds the draws (a CPU ``torch.Generator``: the same draws on
             every device).
         trials: candidates per step, ``>= 1``.
+        precision: ``"auto"`` or ``"fp32"`` (see above).
 
     Returns:
         ``(centres, labels, closest, second)``: the k row indices chosen
@@ -54,6 +64,7 @@ def kmeans_plus_plus(
     check_tensor(x, "x", op)
     k, seed = check_int(k, "k", op), check_int(seed, "seed", op)
     trials = None if trials is None else check_int(trials, "trials", op)
+    check_choice(precision, ("auto", "fp32"), "precision", op)
     check_kmeans_plus_plus_args(x, k, trials)
     if trials is None:
         trials = 2 + int(math.log(k))
@@ -61,11 +72,11 @@ def kmeans_plus_plus(
     generator = torch.Generator().manual_seed(seed)
     first = int(torch.randint(x.shape[0], (1,), generator=generator)) if x.device.type != "meta" else 0
     draws = torch.rand(k - 1, trials, generator=generator, dtype=torch.float64).to(x.device)
-    return torch.ops.pyreid.kmeans_plus_plus.default(x, first, draws)
+    return torch.ops.pyreid.kmeans_plus_plus.default(x, first, draws, precision)
 
 
 @torch.library.register_fake("pyreid::kmeans_plus_plus")
-def _kmeans_plus_plus_fake(x, first, draws):
+def _kmeans_plus_plus_fake(x, first, draws, precision):
     check_kmeans_plus_plus_args(x, draws.shape[0] + 1, None)
     n = x.shape[0]
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
