@@ -17,8 +17,9 @@ batch, which uniform shuffling does not give. Both samplers here yield
   (passes over a permutation of the identities, repeats whenever an identity
   has fewer than K other-camera images, each pass's incomplete last batch
   dropped). The two differ in when they repeat images and in batch
-  boundaries; the issue tracker's side-by-side runs found that this changes
-  results (config key ``sampler: published|pyreid``).
+  boundaries, which pyreid's issue 25 names as one of two causes of a
+  measured gap between the published trainer and pyreid's (config key
+  ``sampler: published|pyreid``).
 
 For classification alone (PUL's published fine-tuning) :class:`RandomImageSampler`
 shuffles the images instead, so large clusters are drawn as often as they
@@ -187,7 +188,7 @@ class PublishedCameraAwareSampler(Sampler[int]):
     * if it has images from other cameras than the anchor's (m of them):
       K - 1 of those, **without** replacement when m >= K and **with**
       replacement when m < K (so an identity with fewer than K other-camera
-      images repeats some, even when m >= K - 1 would have sufficed);
+      images may repeat some, even when m = K - 1 would have sufficed);
     * otherwise, if it has other images (all from the anchor's camera, n of
       them): K - 1 of those by the same rule (with replacement when n < K);
     * otherwise (a single image) the anchor alone.
