@@ -163,10 +163,10 @@ def test_ten_views_are_averaged():
     features, pids, _ = extract_features(model, [batch], flip=True, progress=False, crop=(256, 128))
     assert model.sizes == [(256, 128)] * 10
     origins = [(0, 0), (0, 16), (32, 0), (32, 16), (16, 8)]
-    top_left = [1000 * t + l for t, l in origins]                       # the five crops
-    top_left += [1000 * t + l + 127 for t, l in origins]                # their mirrors start at the right edge
-    bottom_right = [1000 * (t + 255) + l + 127 for t, l in origins]
-    bottom_right += [1000 * (t + 255) + l for t, l in origins]
+    top_left = [1000 * t + left for t, left in origins]  # the five crops
+    top_left += [1000 * t + left + 127 for t, left in origins]  # their mirrors start at the right edge
+    bottom_right = [1000 * (t + 255) + left + 127 for t, left in origins]
+    bottom_right += [1000 * (t + 255) + left for t, left in origins]
     assert features.tolist() == [[pytest.approx(np.mean(top_left)), pytest.approx(np.mean(bottom_right))]]
     assert pids.tolist() == [7]
     # Five views without flip; the whole image alone without crop.

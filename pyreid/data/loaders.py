@@ -17,8 +17,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from pyreid.data.samplers import (SAMPLERS, CameraAwareIdentitySampler, PublishedCameraAwareSampler,
-                                  RandomIdentitySampler, RandomImageSampler)
+from pyreid.data.samplers import (
+    SAMPLERS,
+    CameraAwareIdentitySampler,
+    PublishedCameraAwareSampler,
+    RandomIdentitySampler,
+    RandomImageSampler,
+)
 from pyreid.data.transforms import build_transforms
 
 __all__ = ["ImageDataset", "SeededSampler", "ZippedLoader", "BadImage", "Batch", "collate_skipping_bad",
