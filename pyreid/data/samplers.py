@@ -160,10 +160,13 @@ class CameraAwareIdentitySampler(RandomIdentitySampler):
 
     For each chosen identity: a random anchor image, then K - 1 images of the
     same identity taken by other cameras (without replacement when there are
-    enough, else all of them plus random repeats), as Cluster-Contrast's
-    ``RandomMultipleGallerySampler``. Only when the identity was seen by the
-    anchor's camera alone do the K - 1 come from that camera, and an identity
-    with a single image repeats it. Arguments as :class:`RandomIdentitySampler`.
+    at least K - 1, else all of them plus random repeats). Only when the
+    identity was seen by the anchor's camera alone do the K - 1 come from that
+    camera, and an identity with a single image repeats it; every batch holds
+    P distinct identities. Cluster-Contrast's ``RandomMultipleGallerySampler``
+    has the same idea with other rules (repeats below K, single images alone,
+    batches cut from passes): :class:`PublishedCameraAwareSampler`. Arguments
+    as :class:`RandomIdentitySampler`.
     """
 
     def _instances(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
