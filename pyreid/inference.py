@@ -5,6 +5,10 @@
 normalisation; :meth:`InferenceModel.embed` takes file paths, PIL images,
 numpy arrays or image tensors and returns unit-length features, the ones
 ``pyreid eval`` compares (same transform, same model, same normalisation).
+One exception: a run with ``test_crops: five`` (the TriNet ``triplet_*``
+configs) is evaluated on the average of five crops of each image (ten with
+flip); :meth:`InferenceModel.embed` uses the whole image (and its mirror with
+``flip``).
 
 Example:
     >>> import pyreid

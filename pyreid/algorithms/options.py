@@ -52,8 +52,12 @@ class SupervisedOptions:
 
 @dataclass
 class TripletOptions:
-    head: str = config_field("embedding (dropout -> linear -> BN -> L2) or bnneck", default="embedding")
+    head: str = config_field("embedding (dropout -> linear -> BN -> L2), trinet (TriNet's: FC hidden_dim -> BN -> "
+                             "ReLU -> FC embedding_dim, not normalised) or bnneck", default="embedding")
     embedding_dim: int = config_field("size of the embedding head's output", default=128)
+    hidden_dim: int = config_field("size of the trinet head's first FC layer", default=1024)
+    augmentation: str = config_field("reid (the config's flip, pad + crop, random erasing) or trinet (resize to 9/8 "
+                                     "of the size, random crop back, flip; no erasing)", default="reid")
     dropout: float = config_field("dropout before the embedding's linear layer", default=0.5)
     margin: Optional[float] = config_field("triplet margin (none = soft margin)", default=None)
     metric: str = config_field("distance of the triplet loss: euclidean, sqeuclidean or cosine",
@@ -62,13 +66,17 @@ class TripletOptions:
     label_smoothing: float = config_field("label smoothing of the auxiliary identity loss", default=0.1)
 
     def validate(self) -> None:
-        if self.head not in ("embedding", "bnneck"):
-            raise ConfigError(f"'head' must be embedding or bnneck, got {self.head!r}")
+        if self.head not in ("embedding", "trinet", "bnneck"):
+            raise ConfigError(f"'head' must be embedding, trinet or bnneck, got {self.head!r}")
+        if self.augmentation not in ("reid", "trinet"):
+            raise ConfigError(f"'augmentation' must be reid or trinet, got {self.augmentation!r}")
+        if self.head == "trinet" and self.hidden_dim < 1:
+            raise ConfigError(f"'hidden_dim' must be >= 1 with the trinet head, got {self.hidden_dim}")
         from pyreid.losses.triplet import METRICS  # here: this module must not import torch
 
         if self.metric not in METRICS:
             raise ConfigError(f"'metric' must be one of {', '.join(METRICS)}, got {self.metric!r}")
-        if self.head == "embedding" and self.embedding_dim < 1:
+        if self.head != "bnneck" and self.embedding_dim < 1:
             raise ConfigError(f"'embedding_dim' must be >= 1 with the embedding head, got {self.embedding_dim}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"'dropout' must be in [0, 1), got {self.dropout}")

@@ -15,8 +15,10 @@ _NAMES = {
     "ImageDataset": "loaders", "read_image": "loaders", "build_train_loader": "loaders",
     "build_test_loader": "loaders", "ZippedLoader": "loaders",
     "RandomIdentitySampler": "samplers", "CameraAwareIdentitySampler": "samplers",
+    "PublishedCameraAwareSampler": "samplers",
     "SynthConfig": "synthetic", "generate": "synthetic",
     "IMAGENET_MEAN": "transforms", "IMAGENET_STD": "transforms", "build_transforms": "transforms",
+    "PublishedRandomErasing": "transforms", "five_crops": "transforms",
 }
 
 __all__ = list(_NAMES)

@@ -17,7 +17,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from pyreid.data.samplers import CameraAwareIdentitySampler, RandomIdentitySampler, RandomImageSampler
+from pyreid.data.samplers import (
+    SAMPLERS,
+    CameraAwareIdentitySampler,
+    PublishedCameraAwareSampler,
+    RandomIdentitySampler,
+    RandomImageSampler,
+)
 from pyreid.data.transforms import build_transforms
 
 __all__ = ["ImageDataset", "SeededSampler", "ZippedLoader", "BadImage", "Batch", "collate_skipping_bad",
@@ -145,13 +151,17 @@ def build_train_loader(items: Sequence[Tuple[str, int, int]], batch_size: int = 
                        iters: int = 200, *, height: int = 256, width: int = 128, transform: Optional[Callable] = None,
                        camera_aware: bool = False, num_workers: int = 4, seed: int = 0,
                        pin_memory: bool = False, rank: int = 0, world_size: int = 1,
-                       shuffle_images: bool = False, skip_bad: bool = False) -> DataLoader:
+                       shuffle_images: bool = False, skip_bad: bool = False, sampler: str = "pyreid",
+                       erasing: str = "torchvision") -> DataLoader:
     """A loader of ``iters`` PK batches per epoch (P = batch_size / num_instances identities x K).
 
-    ``camera_aware`` picks :class:`CameraAwareIdentitySampler` (Cluster-Contrast)
-    instead of :class:`RandomIdentitySampler`; ``shuffle_images`` picks
+    ``camera_aware`` picks :class:`CameraAwareIdentitySampler` instead of
+    :class:`RandomIdentitySampler`; with ``sampler="published"`` (which needs
+    ``camera_aware``) it is :class:`PublishedCameraAwareSampler`, Cluster-Contrast's
+    exact rule; ``shuffle_images`` picks
     :class:`RandomImageSampler` (plain shuffled batches, no P x K structure). ``transform`` defaults to the
-    training transforms at height x width. ``seed`` fixes the sampled indices
+    training transforms at height x width with ``erasing`` (``"torchvision"`` or
+    ``"published"``: see :mod:`pyreid.data.transforms`). ``seed`` fixes the sampled indices
     and every image's augmentation (:class:`SeededSampler`), whatever
     ``num_workers``: ``loader.sampler.set_epoch(e)`` replays epoch e exactly.
     ``batch_size`` is the global batch; with ``world_size > 1`` this process
@@ -159,15 +169,21 @@ def build_train_loader(items: Sequence[Tuple[str, int, int]], batch_size: int = 
     ``skip_bad`` leaves unreadable images out of their batch (a :class:`Batch`
     whose ``skipped`` names them) instead of raising.
     """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"build_train_loader: sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler == "published" and (shuffle_images or not camera_aware):
+        raise ValueError("build_train_loader: sampler 'published' is Cluster-Contrast's camera-aware P x K sampler; "
+                         "it needs camera_aware=True and shuffle_images=False")
     sampler_cls = (RandomImageSampler if shuffle_images else
+                   PublishedCameraAwareSampler if sampler == "published" else
                    CameraAwareIdentitySampler if camera_aware else RandomIdentitySampler)
-    sampler = sampler_cls(items, batch_size=batch_size, num_instances=num_instances, iters=iters, seed=seed,
-                          rank=rank, world_size=world_size)
-    transform = transform if transform is not None else build_transforms(height, width, train=True)
+    index_sampler = sampler_cls(items, batch_size=batch_size, num_instances=num_instances, iters=iters, seed=seed,
+                                rank=rank, world_size=world_size)
+    transform = transform if transform is not None else build_transforms(height, width, train=True, erasing=erasing)
     return DataLoader(
         ImageDataset(items, transform, skip_bad=skip_bad),
         batch_size=batch_size // world_size,
-        sampler=SeededSampler(sampler, seed),
+        sampler=SeededSampler(index_sampler, seed),
         collate_fn=collate_skipping_bad if skip_bad else None,
         num_workers=num_workers,
         pin_memory=pin_memory,

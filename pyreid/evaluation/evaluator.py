@@ -3,12 +3,13 @@
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 import pyreid.ops
+from pyreid.data.transforms import five_crops
 from pyreid.evaluation.rank import evaluate
 
 __all__ = ["extract_features", "Evaluator"]
@@ -30,12 +31,18 @@ def _unpack_batch(batch) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def extract_features(model: torch.nn.Module, loader: Iterable, device: Union[str, torch.device] = "cpu",
-                     flip: bool = False, progress: bool = True, desc: str = "features"):
+                     flip: bool = False, progress: bool = True, desc: str = "features",
+                     crop: Optional[Tuple[int, int]] = None):
     """Features of every image of a loader, in loader order.
 
     The model runs in eval mode (its previous mode is restored afterwards)
     without autograd. With ``flip=True`` the features of each image and of its
-    horizontal mirror are averaged (a common test-time augmentation).
+    horizontal mirror are averaged (a common test-time augmentation). With
+    ``crop=(h, w)`` the loader's (larger) images are cut into their four corner
+    and centre h x w crops (:func:`pyreid.data.transforms.five_crops`) and the
+    features of the five (ten with ``flip``) views averaged: TriNet's test-time
+    augmentation (Hermans et al. 2017) when the images were resized to 9/8 of
+    h x w.
 
     Args:
         model: maps a B x 3 x H x W batch to B x D features in eval mode
@@ -44,6 +51,7 @@ def extract_features(model: torch.nn.Module, loader: Iterable, device: Union[str
             ``img``, ``pid``, ``camid``).
         device: where the model runs; the batches are moved there.
         flip: average with the horizontally flipped images.
+        crop: ``(h, w)`` of the five crops to average (None: the whole image).
         progress: show a tqdm progress bar.
 
     Returns:
@@ -66,9 +74,10 @@ def extract_features(model: torch.nn.Module, loader: Iterable, device: Union[str
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             images, pid, camid = _unpack_batch(batch)
             images = images.to(device, non_blocking=True)
-            out = model(images)
+            views = five_crops(images, *crop) if crop is not None else [images]
             if flip:
-                out = (out + model(torch.flip(images, dims=[3]))) / 2
+                views += [torch.flip(view, dims=[3]) for view in views]
+            out = sum(model(view) for view in views) / len(views)
             features.append(out.float().cpu())
             pids.append(pid.reshape(-1).long())
             camids.append(camid.reshape(-1).long())

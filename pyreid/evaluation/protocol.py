@@ -82,11 +82,12 @@ class SplitResult:
 def evaluate_split(model: torch.nn.Module, dataset: Any, *, height: int, width: int, batch_size: int = 128,
                    workers: int = 4, device: Union[str, torch.device] = "cpu", flip: bool = False,
                    rerank: bool = False, rerank_distance: str = "euclidean", progress: bool = True,
-                   dist: DistInfo = DistInfo(), skip_bad: bool = True) -> SplitResult:
+                   dist: DistInfo = DistInfo(), skip_bad: bool = True, crops: str = "none") -> SplitResult:
     """Score ``model`` on ``dataset.query`` against ``dataset.gallery`` (Market-1501 protocol).
 
     Features are extracted in eval mode with the test transform (``flip``
-    averages each image with its mirror), L2-normalised and compared with the
+    averages each image with its mirror; ``crops="five"`` averages five crops
+    of the image resized to 9/8, see :func:`extract_readable`), L2-normalised and compared with the
     Euclidean distance, or k-reciprocal re-ranked (``rerank``; see
     :class:`Evaluator` for ``rerank_distance``). A split without labels raises
     :class:`UnlabelledSplitError` before any extraction. With ``skip_bad``
@@ -94,7 +95,7 @@ def evaluate_split(model: torch.nn.Module, dataset: Any, *, height: int, width: 
     ``result.failed`` by split (the caller says so); without, the first one raises ``OSError``."""
     check_labelled(dataset)
     common = dict(height=height, width=width, batch_size=batch_size, num_workers=workers, device=device, flip=flip,
-                  progress=progress, dist=dist, skip_bad=skip_bad)
+                  progress=progress, dist=dist, skip_bad=skip_bad, crops=crops)
     query = extract_readable(model, dataset.query, desc="query", **common)
     gallery = extract_readable(model, dataset.gallery, desc="gallery", **common)
     failed = {split: part.failed for split, part in (("query", query), ("gallery", gallery)) if part.failed}

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pyreid.data.loaders import ImageDataset, collate_skipping_bad
-from pyreid.data.transforms import build_transforms
+from pyreid.data.transforms import build_transforms, pre_crop_size
 from pyreid.distributed import DistInfo, all_gather_rows
 from pyreid.evaluation.evaluator import extract_features
 
@@ -58,8 +58,12 @@ class _Recorded:
 def extract_readable(model: torch.nn.Module, items: Sequence[Tuple[str, int, int]], *, height: int, width: int,
                      batch_size: int = 128, num_workers: int = 4, device: Union[str, torch.device] = "cpu",
                      flip: bool = False, progress: bool = True, desc: str = "features",
-                     dist: DistInfo = DistInfo(), skip_bad: bool = True) -> Extracted:
+                     dist: DistInfo = DistInfo(), skip_bad: bool = True, crops: str = "none") -> Extracted:
     """:class:`Extracted` features of ``items`` in order (test transform, eval mode), sharded by batch.
+
+    ``crops="five"``: the images are resized to 9/8 of height x width and the
+    features of their four corner and centre crops averaged (with ``flip``,
+    ten views: TriNet's test-time augmentation).
 
     With ``skip_bad`` unreadable images are left out (``failed``); without, the
     first one raises ``OSError``. ``ValueError`` if no image can be read.
@@ -72,7 +76,11 @@ def extract_readable(model: torch.nn.Module, items: Sequence[Tuple[str, int, int
         raise ValueError(f"extract_items: no {desc} image to extract")
     batches = [list(range(start, min(start + batch_size, len(items)))) for start in range(0, len(items), batch_size)]
     mine = batches[dist.rank::dist.world_size]
-    dataset = ImageDataset(items, build_transforms(height, width, train=False), skip_bad=skip_bad)
+    if crops not in ("none", "five"):
+        raise ValueError(f"extract_items: crops must be 'none' or 'five', got {crops!r}")
+    crop_from = pre_crop_size(height, width) if crops == "five" else None
+    dataset = ImageDataset(items, build_transforms(height, width, train=False, crop_from=crop_from),
+                           skip_bad=skip_bad)
     device = torch.device(device)
     recorded = _Recorded(DataLoader(dataset, batch_sampler=mine, num_workers=num_workers,
                                     pin_memory=device.type == "cuda", collate_fn=collate_skipping_bad))
@@ -80,7 +88,8 @@ def extract_readable(model: torch.nn.Module, items: Sequence[Tuple[str, int, int
     features = None
     if mine:
         try:
-            features, pids, camids = extract_features(model, recorded, device, flip, progress, desc)
+            features, pids, camids = extract_features(model, recorded, device, flip, progress, desc,
+                                                      crop=(height, width) if crops == "five" else None)
         except ValueError:  # every image of this process's batches was unreadable
             if not recorded.failed:
                 raise

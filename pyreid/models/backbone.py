@@ -1,11 +1,14 @@
 """torchvision backbones cut before their pooling and classifier."""
 
 import logging
+import os
 from collections import OrderedDict
 from typing import Tuple
 
 import torch
 from torch import nn
+
+from pyreid.models import ibn
 
 __all__ = ["ARCHS", "build_backbone", "PretrainedWeightsUnavailable"]
 
@@ -17,6 +20,7 @@ ARCHS = {
     "resnet34": 512,
     "resnet50": 2048,
     "resnet101": 2048,
+    "resnet50_ibn_a": 2048,
     "mobilenet_v2": 1280,
     "googlenet": 1024,
 }
@@ -46,8 +50,27 @@ class _GoogLeNetInput(nn.Module):
         return x * self.scale + self.shift
 
 
+def _ibn_model(pretrained: bool) -> nn.Module:
+    """IBN-ResNet50-a; ``pretrained``: IBN-Net's ImageNet file from torch's hub cache (never downloaded here)."""
+    net = ibn.resnet50_ibn_a()
+    if pretrained:
+        import torch.hub
+
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", ibn.IBN_WEIGHTS_FILE)
+        if not os.path.isfile(path):
+            raise PretrainedWeightsUnavailable(
+                f"build_model: IBN-Net's ImageNet weights for 'resnet50_ibn_a' are not in torch's cache ({path}). "
+                f"Download {ibn.IBN_WEIGHTS_URL} and put it there, or pass it with weights=FILE (command line: "
+                "--weights FILE), or train from random initialisation with pretrained=False.")
+        ibn.load_ibn_weights(net, ibn.ibn_weights_state(path), source=path)
+    return net
+
+
 def _torchvision_model(arch: str, pretrained: bool) -> nn.Module:
     import torchvision  # imported here so `import pyreid` stays light
+
+    if arch == "resnet50_ibn_a":
+        return _ibn_model(pretrained)
 
     if arch == "googlenet":
         # aux_logits and init_weights given explicitly: torchvision warns otherwise.
@@ -91,7 +114,8 @@ def build_backbone(arch: str, pretrained: bool = False, last_stride: int = 1) ->
 
     The body's parameter names are torchvision's (``conv1.weight``,
     ``layer4.0.conv2.weight``, ``features.0.0.weight`` ...), so torchvision
-    state dicts load into it directly.
+    state dicts load into it directly; ``resnet50_ibn_a``'s are the public
+    IBN-Net release's (``layer1.0.bn1.IN.weight``, see :mod:`pyreid.models.ibn`).
     """
     if arch not in ARCHS:
         raise ValueError(f"build_model: unknown arch '{arch}'; expected one of {', '.join(ARCHS)}")

@@ -41,7 +41,7 @@ class ReIDModel(nn.Module):
 
     def __init__(self, body: nn.Module, channels: int, pooling: str = "avg", neck: str = "bn",
                  embedding_dim: int = 0, num_classes: int = 0, embedding_dropout: float = 0.0,
-                 normalize: bool = False, classifier_dropout: float = 0.0):
+                 normalize: bool = False, classifier_dropout: float = 0.0, embedding_hidden_dim: int = 0):
         super().__init__()
         if neck not in ("bn", "none"):
             raise ValueError(f"build_model: unknown neck '{neck}'; expected 'bn' or 'none'")
@@ -56,14 +56,21 @@ class ReIDModel(nn.Module):
             raise ValueError("build_model: classifier_dropout needs a classifier (num_classes > 0)")
         if embedding_dropout > 0 and embedding_dim == 0:
             raise ValueError("build_model: embedding_dropout needs an embedding layer (embedding_dim > 0)")
+        if embedding_hidden_dim < 0 or (embedding_hidden_dim > 0 and embedding_dim == 0):
+            raise ValueError(f"build_model: embedding_hidden_dim must be >= 0 and needs embedding_dim > 0, got "
+                             f"{embedding_hidden_dim} with embedding_dim {embedding_dim}")
         self.backbone = body
         self.pool = build_pooling(pooling)
         if embedding_dim > 0:
-            linear = nn.Linear(channels, embedding_dim)
-            nn.init.kaiming_normal_(linear.weight, mode="fan_out")
-            nn.init.zeros_(linear.bias)
             layers = [nn.Dropout(embedding_dropout)] if embedding_dropout > 0 else []
-            self.embedding = nn.Sequential(*layers, linear, nn.BatchNorm1d(embedding_dim))
+            if embedding_hidden_dim > 0:
+                layers += _trinet_head(channels, embedding_hidden_dim, embedding_dim)
+            else:
+                linear = nn.Linear(channels, embedding_dim)
+                nn.init.kaiming_normal_(linear.weight, mode="fan_out")
+                nn.init.zeros_(linear.bias)
+                layers += [linear, nn.BatchNorm1d(embedding_dim)]
+            self.embedding = nn.Sequential(*layers)
             self.feature_dim = embedding_dim
         else:
             self.embedding = None
@@ -95,6 +102,22 @@ class ReIDModel(nn.Module):
             return neck_features
         logits = self.classifier(self.classifier_dropout(neck_features)) if self.classifier is not None else None
         return ReIDOutput(features, neck_features, logits)
+
+
+def _trinet_head(channels: int, hidden_dim: int, embedding_dim: int) -> List[nn.Module]:
+    """TriNet's head (Hermans et al. 2017): FC hidden_dim + BN + ReLU, then a linear FC embedding_dim.
+
+    As their public ``fc1024`` head: the first FC has no bias (the BN's shift
+    takes its place) and Glorot-uniform weights, the BN keeps its running
+    statistics with momentum 0.1 (TensorFlow's decay 0.9) and eps 1e-5, the
+    output FC has orthogonal weights, a zero bias and no activation.
+    """
+    hidden = nn.Linear(channels, hidden_dim, bias=False)
+    nn.init.xavier_uniform_(hidden.weight)
+    out = nn.Linear(hidden_dim, embedding_dim)
+    nn.init.orthogonal_(out.weight)
+    nn.init.zeros_(out.bias)
+    return [hidden, nn.BatchNorm1d(hidden_dim, eps=1e-5, momentum=0.1), nn.ReLU(inplace=True), out]
 
 
 @dataclass
@@ -146,12 +169,14 @@ def load_weights(model: ReIDModel, path: Union[str, os.PathLike]) -> LoadReport:
 def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optional[Union[str, os.PathLike]] = None,
                 pooling: str = "avg", last_stride: int = 1, neck: str = "bn", embedding_dim: int = 0,
                 num_classes: int = 0, embedding_dropout: float = 0.0, normalize: bool = False,
-                classifier_dropout: float = 0.0) -> ReIDModel:
+                classifier_dropout: float = 0.0, embedding_hidden_dim: int = 0) -> ReIDModel:
     """A re-ID model on a torchvision backbone.
 
     Args:
         arch: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``,
-            ``mobilenet_v2`` or ``googlenet``.
+            ``resnet50_ibn_a`` (IBN-Net, :mod:`pyreid.models.ibn`; its
+            ``pretrained`` weights are read from torch's hub cache, or pass the
+            public file as ``weights``), ``mobilenet_v2`` or ``googlenet``.
         pretrained: start from torchvision's ImageNet weights (needs network
             access or torch's hub cache; otherwise a
             :class:`~pyreid.models.backbone.PretrainedWeightsUnavailable`
@@ -167,6 +192,10 @@ def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optio
         num_classes: > 0 adds a bias-free linear classifier on the neck features.
         embedding_dropout: dropout before the embedding's linear layer (needs
             ``embedding_dim > 0``).
+        embedding_hidden_dim: > 0 makes the embedding TriNet's head instead:
+            FC ``embedding_hidden_dim`` + BN + ReLU + FC ``embedding_dim``
+            (Hermans et al. 2017: 1024 and 128, with ``neck="none"``,
+            ``normalize=False``).
         classifier_dropout: dropout on the classifier's input in train mode
             (PUL: 0.5; needs ``num_classes > 0``).
         normalize: L2-normalise the output features (train and eval). With
@@ -189,10 +218,10 @@ def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optio
     body, channels = build_backbone(arch, pretrained=pretrained, last_stride=last_stride)
     model = ReIDModel(body, channels, pooling=pooling, neck=neck, embedding_dim=embedding_dim,
                       num_classes=num_classes, embedding_dropout=embedding_dropout, normalize=normalize,
-                      classifier_dropout=classifier_dropout)
+                      classifier_dropout=classifier_dropout, embedding_hidden_dim=embedding_hidden_dim)
     model.build_args = dict(arch=arch, pretrained=False, pooling=pooling, last_stride=last_stride, neck=neck,
                             embedding_dim=embedding_dim, num_classes=num_classes,
                             embedding_dropout=embedding_dropout, normalize=normalize,
-                            classifier_dropout=classifier_dropout)
+                            classifier_dropout=classifier_dropout, embedding_hidden_dim=embedding_hidden_dim)
     model.load_report = load_weights(model, weights) if weights is not None else None
     return model

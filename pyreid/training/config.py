@@ -69,7 +69,7 @@ class TrainConfig:
     height: int = config_field("input image height", default=256)
     width: int = config_field("input image width", default=128)
     # Model
-    arch: str = config_field("backbone: resnet18/34/50/101, mobilenet_v2, googlenet", default="resnet50")
+    arch: str = config_field("backbone: resnet18/34/50/101, resnet50_ibn_a, mobilenet_v2, googlenet", default="resnet50")
     pretrained: bool = config_field("start from torchvision's ImageNet weights (needs network or torch's cache)",
                              default=False)
     weights: Optional[str] = config_field("start from a local weights file: a pyreid checkpoint or a torchvision "
@@ -81,6 +81,13 @@ class TrainConfig:
     num_instances: int = config_field("K, images per identity in a batch", default=4)
     camera_aware: bool = config_field("draw each identity's K-1 other images from other cameras than the anchor's",
                                default=False)
+    sampler: str = config_field("pyreid (P x K batches of distinct identities) or published (Cluster-Contrast's "
+                                "RandomMultipleGallerySampler rule: repeats below K other-camera images, each pass's "
+                                "incomplete last batch dropped; needs camera_aware)", default="pyreid")
+    random_erasing: str = config_field("torchvision (value 0, area 0.02-0.33, log-uniform aspect, 10 tries) or "
+                                       "published (Cluster-Contrast's: fill 0.485/0.456/0.406 on the normalised "
+                                       "image, area 0.02-0.4, uniform aspect 0.3-3.33, 100 tries)",
+                                       default="torchvision")
     epochs: int = config_field("training epochs", default=120)
     iters: int = config_field("iterations per epoch; 0 = one pass over the training images", default=0)
     # Optimiser and schedule
@@ -88,10 +95,13 @@ class TrainConfig:
     lr: float = config_field("base learning rate", default=3.5e-4)
     weight_decay: float = config_field("weight decay", default=5e-4)
     sgd_momentum: float = config_field("momentum of the SGD optimiser", default=0.9)
-    scheduler: str = config_field("step (x gamma at each milestone) or cosine", default="step")
-    milestones: List[int] = config_field("epochs at which the step schedule multiplies the rate by gamma",
+    scheduler: str = config_field("step (x gamma at each milestone), cosine, or exponential (constant until the "
+                                  "one milestone, then decayed exponentially to x gamma at the last epoch: TriNet)",
+                                  default="step")
+    milestones: List[int] = config_field("epochs at which the step schedule multiplies the rate by gamma (the "
+                                         "exponential schedule: the one epoch its decay starts)",
                                   default_factory=lambda: [40, 70])
-    gamma: float = config_field("step schedule factor", default=0.1)
+    gamma: float = config_field("step schedule factor (exponential: the final factor, TriNet 0.001)", default=0.1)
     warmup_epochs: float = config_field("linear warm-up length in epochs (0 = none)", default=10.0)
     warmup_factor: float = config_field("learning rate at the start of the warm-up, as a fraction of lr", default=0.1)
     # Precision and speed
@@ -108,6 +118,9 @@ class TrainConfig:
     eval_step: int = config_field("evaluate every N epochs (and at epoch 0 and at the end)", default=10)
     test_batch_size: int = config_field("images per batch when extracting features", default=128)
     flip_test: bool = config_field("average the features of each test image and its mirror", default=False)
+    test_crops: str = config_field("none, or five: resize test images to 9/8 of the size and average the features "
+                                   "of the four corner and the centre crops (with flip_test: TriNet's 10 views)",
+                                   default="none")
     rerank: bool = config_field("k-reciprocal re-ranking at evaluation", default=False)
     rerank_distance: str = config_field("what the re-ranking is fed: euclidean (the paper) or sqeuclidean "
                                         "(torchreid's and Cluster-Contrast's evaluators)", default="euclidean")
@@ -131,8 +144,9 @@ class TrainConfig:
         from pyreid.ops.checks import RERANK_DISTANCES
 
         choices = {"dataset": DATASETS, "arch": ARCHS, "pooling": ("avg", "gem"), "optimizer": ("adam", "sgd"),
-                   "scheduler": ("step", "cosine"), "rerank_distance": RERANK_DISTANCES,
-                   "on_bad_image": ("skip", "fail")}
+                   "scheduler": ("step", "cosine", "exponential"), "rerank_distance": RERANK_DISTANCES,
+                   "on_bad_image": ("skip", "fail"), "sampler": ("pyreid", "published"),
+                   "random_erasing": ("torchvision", "published"), "test_crops": ("none", "five")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"'{key}' must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -162,6 +176,16 @@ class TrainConfig:
             raise ConfigError(f"'last_stride' must be 1 or 2, got {self.last_stride}")
         if sorted(self.milestones) != list(self.milestones):
             raise ConfigError(f"'milestones' must be increasing, got {self.milestones}")
+        if self.scheduler == "exponential":
+            if len(self.milestones) != 1 or not 0 <= self.milestones[0] < self.epochs:
+                raise ConfigError(f"the exponential schedule needs one milestone, the epoch its decay starts, in "
+                                  f"[0, epochs = {self.epochs}); got {self.milestones}")
+            if not 0 < self.gamma <= 1:
+                raise ConfigError(f"the exponential schedule's 'gamma' (its final factor) must be in (0, 1], got "
+                                  f"{self.gamma}")
+        if self.sampler == "published" and not self.camera_aware:
+            raise ConfigError("sampler 'published' is Cluster-Contrast's camera-aware sampler: it needs camera_aware: "
+                              "true")
 
 
     def data_set(self, name: str) -> Tuple[str, str]:

@@ -311,6 +311,7 @@ class Engine:
         split = split or self.algorithm.evaluation_splits()[0]
         return evaluate_split(self.network, self.algorithm.data[split], height=c.height, width=c.width,
                               batch_size=c.test_batch_size, workers=c.workers, device=self.device, flip=c.flip_test,
+                              crops=c.test_crops,
                               rerank=c.rerank, rerank_distance=c.rerank_distance,
                               progress=c.progress and self.dist.is_main, dist=self.dist,
                               skip_bad=c.on_bad_image == "skip")

@@ -39,7 +39,7 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
                         rerank: bool = False, flip: bool = False, plots: bool = False, out: Optional[str] = None,
                         device: str = "auto", batch_size: int = 128, workers: Optional[int] = None,
                         progress: bool = True, rerank_distance: str = "euclidean",
-                        camera_pattern: Optional[str] = None) -> Dict[str, Any]:
+                        camera_pattern: Optional[str] = None, crops: Optional[str] = None) -> Dict[str, Any]:
     """Scores (mAP, rank-1/5/10, mINP as fractions, and the CMC curve) of the model in ``path``.
 
     The data set, image size and root default to the ones the run was trained
@@ -50,7 +50,9 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
     :class:`pyreid.evaluation.Evaluator` (``"sqeuclidean"`` reproduces
     torchreid's and Cluster-Contrast's re-ranked scores). ``workers`` defaults
     to ``min(4, os.cpu_count())``; ``camera_pattern``: see
-    :func:`pyreid.data.build_dataset` (``folder`` and ``list`` data sets).
+    :func:`pyreid.data.build_dataset` (``folder`` and ``list`` data sets);
+    ``crops`` (``"none"`` or ``"five"``, TriNet's crops) defaults to the run's
+    ``test_crops``.
     """
     from pyreid.ops.checks import RERANK_DISTANCES, check_choice
 
@@ -63,6 +65,7 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
     if not dataset or not data_root:
         raise CheckpointError(f"{path} does not say which data set it was trained on: pass --dataset and --data-root")
     height, width = config.get("height", 256), config.get("width", 128)
+    crops = crops or config.get("test_crops", "none")
     device = resolve_device(device)
     model = model_from_checkpoint(path, state).to(device)
     data = build_dataset(dataset, data_root, camera_pattern=camera_pattern)
@@ -70,7 +73,7 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
         workers = min(4, os.cpu_count() or 1)
     result = evaluate_split(model, data, height=height, width=width, batch_size=batch_size, workers=workers,
                             device=device, flip=flip, rerank=rerank, rerank_distance=rerank_distance,
-                            progress=progress)
+                            progress=progress, crops=crops)
     scores = result.scores
     rerank_tag = ("_rerank" + ("_sqeuclidean" if rerank_distance == "sqeuclidean" else "")) if rerank else ""
     stem = "eval" + rerank_tag + ("_flip" if flip else "")
@@ -79,7 +82,8 @@ def evaluate_checkpoint(path: str, dataset: Optional[str] = None, data_root: Opt
     record = {
         "checkpoint": os.path.abspath(path), "epoch": state.get("epoch"), "dataset": dataset,
         "data_root": data_root, "rerank": rerank,
-        "rerank_distance": rerank_distance if rerank else None, "flip": flip, "num_query": len(data.query),
+        "rerank_distance": rerank_distance if rerank else None, "flip": flip, "test_crops": crops,
+        "num_query": len(data.query),
         "num_gallery": len(data.gallery), **{k: float(scores[k]) for k in SCORE_KEYS},
         "cmc": [float(v) for v in scores["cmc"][:50]],
         # Images that could not be read, left out of the scores: {"query": [path, ...], "gallery": [...]}.

@@ -8,7 +8,11 @@ count from 1; ``t`` from 0):
 * warm-up, ``t < warmup_epochs``: ``warmup_factor + (1 - warmup_factor) · t / warmup_epochs``
   (the strong baseline: from 3.5e-5 to 3.5e-4 over 10 epochs);
 * ``step``: ``gamma ** (number of milestones <= t)``;
-* ``cosine``: ``½ (1 + cos(π (t - warmup_epochs) / (epochs - warmup_epochs)))``.
+* ``cosine``: ``½ (1 + cos(π (t - warmup_epochs) / (epochs - warmup_epochs)))``;
+* ``exponential`` (TriNet, Hermans et al. 2017): 1 until the one milestone
+  ``t0``, then ``gamma ** ((t - t0) / (epochs - t0))``, reaching ``gamma`` at the
+  end (TriNet: lr 3e-4, decay from iteration 15,000 to 25,000 to x0.001, i.e.
+  ``3e-4 · 0.001 ** ((step - 15000) / 10000)``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ class LearningRateSchedule:
         if self.kind == "cosine":
             span = max(self.epochs - self.warmup_epochs, 1e-12)
             return 0.5 * (1.0 + math.cos(math.pi * min((t - self.warmup_epochs) / span, 1.0)))
+        if self.kind == "exponential":
+            start = self.milestones[0]
+            if t <= start:
+                return 1.0
+            return self.gamma ** (min(t - start, self.epochs - start) / max(self.epochs - start, 1e-12))
         return self.gamma ** bisect.bisect_right(self.milestones, t)
 
     def __call__(self, step: int) -> float:
