@@ -134,12 +134,6 @@ __attribute__((target("avx2,fma"))) void candidate_dots_avx2(const Row* x, int64
   for (; r < rows; ++r) dot_rows_avx2<1>(x + r * d, p, t, d, out + r * t);
 }
 
-// One product, with the bits the float32 tiles give it.
-__attribute__((target("avx2,fma"))) float dot_avx2(const float* x, const float* p, int64_t d) {
-  float out;
-  dot_tile_avx2<1, 1>(x, p, d, 1, &out);
-  return out;
-}
 #endif
 
 template <typename T>
@@ -160,12 +154,14 @@ void candidate_dots(const T* x, int64_t rows, const T* p, int64_t t, int64_t d, 
 // the pair then changes neither the candidate's potential nor the point's
 // label, whatever its exact value. The bound (docs/design.md, "k-means"):
 //   d2_f32 >= |x|^2 + |p|^2 - 2 <x_bf16, p>_computed - E,
-//   E = 2 (2^-8 + 3 g_m)(1 + 2 g_D) |x||p| + 8 u (|x|^2 + |p|^2) + 2^-125 sqrt(D) |p|
+//   E = 2 (2^-8 + 3 g_m)(1 + 2 g_D) |x||p| + 24 u (|x|^2 + |p|^2) + 2^-125 sqrt(D) |p|
 // with u = 2^-24, g_n = n u / (1 - n u), m = D / 8 + 16 (the additions per
 // product in the tiles): 2^-8 |x_i| bounds each bfloat16 rounding (8
 // significant bits, to nearest; Cauchy-Schwarz sums them to 2^-8 |x||p|), g_m the float32 accumulation of
-// either product, g_D the float32 norms, 8u the final subtraction's
-// roundings, and the last term subnormal inputs.
+// either product, g_D the float32 norms, 24u the final subtraction's
+// roundings and those of evaluating the bound in float32, and the last term
+// subnormal inputs. The per-row and per-candidate factors are rounded up
+// (the 1 + 1e-6), so the float32 bound stays below the real one.
 struct Screen {
   double relative, additive, subnormal;
 
@@ -173,15 +169,21 @@ struct Screen {
     const double u = std::ldexp(1.0, -24);
     const auto gamma = [u](double n) { return n * u / (1 - n * u); };
     relative = 2 * (std::ldexp(1.0, -8) + 3 * gamma(double(d) / 8 + 16)) * (1 + 2 * gamma(double(d)));
-    additive = 8 * u;
+    // 8u for the float32 path's subtraction, 16u more for evaluating the
+    // bound in float32 (four operations on terms <= 2 (|x|^2 + |p|^2), and
+    // the rounding of the factors below).
+    additive = 24 * u;
     subnormal = std::ldexp(1.0, -125) * std::sqrt(double(d));
   }
 
-  // A lower bound of the float32 path's squared distance from the screen's
-  // product (norms: the square roots of the squared norms, taken once per row).
-  double lower(double dot_bf16, double x_sq, double p_sq, double x_norm, double p_norm) const {
-    return x_sq + p_sq - 2 * dot_bf16 - (relative * x_norm * p_norm + additive * (x_sq + p_sq) + subnormal * p_norm);
+  // The bound as lower = row_term[i] + cand_term[j] - 2 dot - row_scale[i] * cand_scale[j]:
+  // four float32 operations per pair.
+  float row_term(double x_sq) const { return static_cast<float>(x_sq * (1 - additive)); }
+  float row_scale(double x_sq) const { return static_cast<float>(relative * std::sqrt(x_sq) * (1 + 1e-6)); }
+  float cand_term(double p_sq) const {
+    return static_cast<float>(p_sq * (1 - additive) - subnormal * std::sqrt(p_sq) * (1 + 1e-6));
   }
+  float cand_scale(double p_sq) const { return static_cast<float>(std::sqrt(p_sq) * (1 + 1e-6)); }
 };
 
 // The seeding loop on x in its accumulation dtype T (float or double);
@@ -200,10 +202,11 @@ void seed(const at::Tensor& xa, const at::Tensor& xb, int64_t first, const at::T
   const Screen screen(d);
 
   std::vector<T> cand(static_cast<size_t>(t * d)), cand_sq(t);
-  std::vector<double> norm, cand_norm(t);  // the screen's |x| and |p|
+  std::vector<float> row_term, row_scale, cand_term(t), cand_scale(t);  // the screen's bound factors
   if (xb.defined()) {
-    norm.resize(n);
-    for (int64_t i = 0; i < n; ++i) norm[i] = std::sqrt(static_cast<double>(sq[i]));
+    row_term.resize(n);
+    row_scale.resize(n);
+    for (int64_t i = 0; i < n; ++i) row_term[i] = screen.row_term(sq[i]), row_scale[i] = screen.row_scale(sq[i]);
   }
   std::vector<T> dist(static_cast<size_t>(n * t));
   std::vector<double> partial(static_cast<size_t>(tasks * t)), cumulative(n);
@@ -224,20 +227,24 @@ void seed(const at::Tensor& xa, const at::Tensor& xb, int64_t first, const at::T
           if (xb.defined() && with_potential) {
             const uint16_t* rows = reinterpret_cast<const uint16_t*>(xb.data_ptr<at::BFloat16>());
             candidate_dots_avx2(rows + r0 * d, r1 - r0, cand.data(), m, d, out);
+            std::vector<float> exact(m);
             for (int64_t i = r0; i < r1; ++i) {
+              T* row = out + (i - r0) * m;
+              bool settled = true;
               for (int64_t j = 0; j < m; ++j) {
-                T& v = out[(i - r0) * m + j];
-                const double bound = screen.lower(v, sq[i], cand_sq[j], norm[i], cand_norm[j]);
-                if (bound >= closest[i]) {
-                  float low = static_cast<float>(bound);  // rounded down: still a lower bound, still >= closest
-                  if (low > bound) low = std::nextafter(low, -std::numeric_limits<float>::infinity());
-                  v = low;
-                } else {
-                  v = distance_from_dot<T>(dot_avx2(x + i * d, cand.data() + j * d, d), sq[i], cand_sq[j],
-                                           Metric::SqEuclidean);
-                }
-                sums[j] += static_cast<double>(std::min(closest[i], v));
+                row[j] = row_term[i] + cand_term[j] - 2 * row[j] - row_scale[i] * cand_scale[j];
+                settled = settled && row[j] >= closest[i];
               }
+              if (!settled) {
+                // All of the row's products at once (interleaved chains, not one
+                // latency-bound chain per pair); each has the float32 path's bits.
+                dot_rows_avx2<1>(x + i * d, cand.data(), m, d, exact.data());
+                for (int64_t j = 0; j < m; ++j) {
+                  if (row[j] < closest[i])  // not settled by its bound: the exact distance
+                    row[j] = distance_from_dot<T>(exact[j], sq[i], cand_sq[j], Metric::SqEuclidean);
+                }
+              }
+              for (int64_t j = 0; j < m; ++j) sums[j] += static_cast<double>(std::min(closest[i], row[j]));
             }
             continue;
           }
@@ -258,7 +265,7 @@ void seed(const at::Tensor& xa, const at::Tensor& xb, int64_t first, const at::T
     std::memcpy(cand.data() + slot * d, x + index * d, sizeof(T) * d);
     cand_sq[slot] = sq[index];
     cand_index[slot] = index;
-    if (xb.defined()) cand_norm[slot] = norm[index];
+    if (xb.defined()) cand_term[slot] = screen.cand_term(sq[index]), cand_scale[slot] = screen.cand_scale(sq[index]);
   };
 
   centres[0] = first;
