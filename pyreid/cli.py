@@ -106,10 +106,11 @@ def _add_dataclass_flags(parser, cls, prefix: str, skip=(), defaults=None) -> No
         flag = "--" + f.name.replace("_", "-")
         text = f"{f.metadata.get('help', '')} (default: {shown})"
         if "flag" in f.metadata:  # a value, or the bare flag for its usual value, and --no-NAME for off
+            kwargs = dict(f.metadata["flag"])
+            off = kwargs.pop("off_help", f"the same as {flag} false")
             group = parser.add_mutually_exclusive_group()
-            group.add_argument(flag, dest=prefix + f.name, default=None, help=text, **f.metadata["flag"])
-            group.add_argument("--no-" + flag[2:], dest=prefix + f.name, action="store_const", const=False,
-                               help=f"the same as {flag} false")
+            group.add_argument(flag, dest=prefix + f.name, default=None, help=text, **kwargs)
+            group.add_argument("--no-" + flag[2:], dest=prefix + f.name, action="store_const", const=False, help=off)
             continue
         parser.add_argument(flag, dest=prefix + f.name, default=None, help=text, **_flag_type(hints[f.name]))
 

@@ -211,3 +211,21 @@ def test_weights_win_over_a_published_pretrained_offline(tmp_path, monkeypatch, 
     assert rc == 2 and len(attempts) == 1
     assert "IMAGENET1K_V1" in err and "--weights FILE" in err and "--pretrained FILE" in err and \
         "--no-pretrained" in err
+
+
+@pytest.mark.parametrize("amp,tf32", [("off", True), ("off", False), ("bf16", True)])
+def test_precision_sets_tf32_for_a_float32_cuda_run_and_restores_it(amp, tf32):
+    """The flags are process-wide: a float32 CUDA run sets them as `tf32` asks and puts them back after."""
+    import torch
+
+    from pyreid.training.engine import Engine
+
+    engine = Engine.__new__(Engine)
+    engine.config = TrainConfig(amp=amp, tf32=tf32)
+    engine.device = torch.device("cuda")  # only the flags are touched: no GPU needed
+    engine.amp = amp == "bf16"
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with engine._precision():
+        inside = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    assert inside == ((tf32, tf32) if amp == "off" else before)
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

@@ -55,7 +55,8 @@ class ConfigError(ValueError):
 def config_field(text: str, aliases: Optional[Mapping[Any, Any]] = None, flag: Optional[Mapping[str, Any]] = None,
                  **kwargs) -> Any:
     """A dataclass field with its help text. ``aliases`` maps older values to current ones (``amp: true`` is
-    ``bf16``); ``flag`` replaces the command-line flag's argparse arguments (and adds ``--no-NAME``)."""
+    ``bf16``); ``flag`` replaces the command-line flag's argparse arguments and adds ``--no-NAME``
+    (its help text: ``off_help``), which passes False."""
     metadata: Dict[str, Any] = {"help": text}
     if aliases is not None:
         metadata["aliases"] = dict(aliases)
@@ -86,7 +87,8 @@ class TrainConfig:
         "ImageNet weights of the backbone: v1 or v2 (torchvision's IMAGENET1K_V1 / _V2), default (torchvision's "
         "DEFAULT, also what true means), a weights FILE, or none; a file already in torch's hub cache is used "
         "without a download; --weights wins over it", default=None, aliases={True: "default", False: None},
-        flag={"nargs": "?", "const": "default", "metavar": "v1|v2|default|FILE"})
+        flag={"nargs": "?", "const": "default", "metavar": "v1|v2|default|FILE",
+              "off_help": "no ImageNet weights: random initialisation (clears a config's pretrained)"})
     weights: Optional[str] = config_field("start from a local weights file: a pyreid checkpoint or a torchvision "
                                    "state dict (wins over pretrained: nothing is downloaded)", default=None)
     pooling: str = config_field("global pooling: avg or gem", default="avg")
@@ -112,8 +114,9 @@ class TrainConfig:
     # Precision and speed
     amp: str = config_field("mixed precision on CUDA (ignored on CPU): bf16 (bfloat16 autocast, fast) or off "
                             "(float32, as the published runs trained; see tf32)", default="bf16",
-                            aliases={True: "bf16", False: "off"}, flag={"nargs": "?", "const": "bf16",
-                                                                        "metavar": "bf16|off"})
+                            aliases={True: "bf16", False: "off"},
+                            flag={"nargs": "?", "const": "bf16", "metavar": "bf16|off",
+                                  "off_help": "the same as --amp off: float32"})
     tf32: bool = config_field("with amp off on CUDA, let matmuls use TF32 as PyTorch lets convolutions (no-tf32: "
                               "strict float32 matmuls and convolutions)", default=True)
     channels_last: bool = config_field("channels-last memory format for the model and images", default=False)
@@ -189,7 +192,8 @@ class TrainConfig:
                               "across processes, the other splits them within one")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"'amp' must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        if self.pretrained is not None and self.pretrained not in PRETRAINED_NAMES \
+        # A resumed run takes its weights from the checkpoint: its starting file may be gone.
+        if self.pretrained is not None and self.pretrained not in PRETRAINED_NAMES and not self.resume \
                 and not os.path.isfile(self.pretrained):
             raise ConfigError(f"'pretrained' must be one of {', '.join(PRETRAINED_NAMES)}, none or an existing "
                               f"weights file, got {self.pretrained!r} (no such file)")
