@@ -89,3 +89,15 @@ def test_weights_win_over_pretrained_and_nothing_is_downloaded(offline, tmp_path
     model = build_model("resnet18", pretrained="v1", weights=str(path), num_classes=3)
     assert offline == []
     assert torch.equal(model.backbone.conv1.weight, source.backbone.conv1.weight)
+
+
+def test_googlenet_imagenet_weights_get_their_input_scaling(offline, tmp_path):
+    """torchvision's GoogLeNet weights expect [-1, 1] images: the body gains the rescaling only with them."""
+    torch.manual_seed(3)
+    state = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).state_dict()
+    path = tmp_path / "googlenet.pth"
+    torch.save(state, path)
+    model = build_model("googlenet", pretrained=str(path))
+    assert list(model.backbone._modules)[0] == "transform_input"
+    assert torch.equal(model.backbone.conv1.conv.weight, state["conv1.conv.weight"])
+    assert "transform_input" not in build_model("googlenet").backbone._modules

@@ -11,8 +11,7 @@ import urllib.error
 
 import pytest
 
-from pyreid.training import ConfigError, TrainConfig, resolve_config
-from pyreid.training import recipes
+from pyreid.training import ConfigError, TrainConfig, recipes, resolve_config
 from pyreid.training.config import build_dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,8 +42,8 @@ def test_every_value_off_the_defaults_has_a_source(name):
 def test_docs_tables_are_the_shipped_files():
     text = open(DOC).read()
     for algorithm, names in recipes.table_names().items():
-        match = re.search(rf"<!-- table: {algorithm} \({recipes.GENERATED}\) -->\n(.*?)\n<!-- end table: {algorithm} -->",
-                          text, flags=re.S)
+        pattern = rf"<!-- table: {algorithm} \({recipes.GENERATED}\) -->\n(.*?)\n<!-- end table: {algorithm} -->"
+        match = re.search(pattern, text, flags=re.S)
         assert match, f"docs/recipes.md has no generated table for {algorithm}"
         assert match.group(1) == recipes.markdown(names), (
             f"docs/recipes.md's {algorithm} table is out of date: paste `python -m pyreid.training.recipes`")

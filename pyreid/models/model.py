@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyreid.models.backbone import _GoogLeNetInput, build_backbone
-from pyreid.models.pretrained import imagenet_state_dict, resolve_pretrained
 from pyreid.models.pooling import build_pooling
+from pyreid.models.pretrained import imagenet_state_dict, resolve_pretrained
 
 __all__ = ["ReIDModel", "ReIDOutput", "LoadReport", "build_model", "load_weights"]
 
@@ -164,7 +164,8 @@ def _load_imagenet(body: nn.Sequential, arch: str, pretrained: str) -> nn.Sequen
     return body
 
 
-def build_model(arch: str = "resnet50", pretrained: Union[bool, str, None] = None, weights: Optional[Union[str, os.PathLike]] = None,
+def build_model(arch: str = "resnet50", pretrained: Union[bool, str, None] = None,
+                weights: Optional[Union[str, os.PathLike]] = None,
                 pooling: str = "avg", last_stride: int = 1, neck: str = "bn", embedding_dim: int = 0,
                 num_classes: int = 0, embedding_dropout: float = 0.0, normalize: bool = False,
                 classifier_dropout: float = 0.0) -> ReIDModel:
