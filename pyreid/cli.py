@@ -12,6 +12,7 @@ Examples:
     $ pyreid extract --checkpoint runs/sup/best.pth --images photos/ --out feats.npz
     $ pyreid search --checkpoint runs/sup/best.pth --query q.jpg --gallery photos/ --topk 10
     $ pyreid export --checkpoint runs/sup/best.pth --format onnx --out model.onnx
+    $ pyreid config show cluster_contrast_market1501
 """
 
 from __future__ import annotations
@@ -102,8 +103,16 @@ def _add_dataclass_flags(parser, cls, prefix: str, skip=(), defaults=None) -> No
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         default = defaults.get(f.name, default)
         shown = "none" if default is None else " ".join(map(str, default)) if isinstance(default, list) else default
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=prefix + f.name, default=None,
-                            help=f"{f.metadata.get('help', '')} (default: {shown})", **_flag_type(hints[f.name]))
+        flag = "--" + f.name.replace("_", "-")
+        text = f"{f.metadata.get('help', '')} (default: {shown})"
+        if "flag" in f.metadata:  # a value, or the bare flag for its usual value, and --no-NAME for off
+            kwargs = dict(f.metadata["flag"])
+            off = kwargs.pop("off_help", f"the same as {flag} false")
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument(flag, dest=prefix + f.name, default=None, help=text, **kwargs)
+            group.add_argument("--no-" + flag[2:], dest=prefix + f.name, action="store_const", const=False, help=off)
+            continue
+        parser.add_argument(flag, dest=prefix + f.name, default=None, help=text, **_flag_type(hints[f.name]))
 
 
 def add_train_parser(subparsers) -> None:
@@ -374,9 +383,44 @@ def _run_export(args) -> int:
     return 0
 
 
+def add_config_parser(subparsers) -> None:
+    from pyreid.training.config import shipped_configs
+
+    p = subparsers.add_parser(
+        "config", help="show a shipped config resolved, with the source of every published value",
+        description="pyreid config show NAME prints the config NAME (a shipped config or a YAML file) as "
+                    "`pyreid train` resolves it before command-line flags: every run setting and option, and for a "
+                    "published recipe the source (file of the public code, or the paper) of each value that "
+                    "differs from pyreid's defaults, the published result of exactly that setting and the known "
+                    "differences. pyreid config list names the shipped configs. Shipped: "
+                    + ", ".join(shipped_configs()) + ".")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    show = actions.add_parser("show", help="print a config resolved, with its sources")
+    show.add_argument("name", metavar="NAME", help="a shipped config's name or a YAML file")
+    actions.add_parser("list", help="name the shipped configs (published recipes marked)")
+    p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+    p.set_defaults(run=_run_config)
+
+
+def _run_config(args) -> int:
+    from pyreid.training import recipes
+
+    try:
+        if args.action == "show":
+            print(recipes.show(args.name))
+        else:
+            published = set(recipes.published_configs())
+            for name in recipes.shipped_configs():
+                print(f"{name}{'  (published recipe)' if name in published else ''}")
+    except _USER_ERRORS as e:
+        return _user_error("config", e, args.verbose)
+    return 0
+
+
 # One function per subcommand, each adding its parser.
 _SUBCOMMANDS: List[Callable] = [add_train_parser, add_eval_parser, add_demo_parser, add_synth_parser,
-                                add_extract_parser, add_search_parser, add_export_parser]
+                                add_extract_parser, add_search_parser, add_export_parser, add_config_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

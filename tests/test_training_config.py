@@ -92,8 +92,11 @@ def test_shipped_configs_hold_the_published_settings():
     assert (c.arch, c.last_stride, c.batch_size, c.num_instances, c.optimizer, c.lr) == ("resnet50", 1, 64, 4,
                                                                                          "adam", 3.5e-4)
     assert (c.warmup_epochs, c.milestones, c.gamma, c.epochs) == (10.0, [40, 70], 0.1, 120)
-    assert (o.label_smoothing, o.margin, o.temperature, o.classifier_init, o.embedding_dim) == (
-        0.1, 0.3, 0.1, "class_mean", 0)
+    # The published recipe: centre loss on, pyreid's classifier choices off (they live in *_pyreid).
+    assert (o.label_smoothing, o.margin, o.temperature, o.classifier_init, o.embedding_dim, o.center_weight) == (
+        0.1, 0.3, 1.0, "random", 0, 5e-4)
+    _, _, o = resolve_config("supervised", config="supervised_market1501_pyreid")
+    assert (o.temperature, o.classifier_init) == (0.1, "class_mean")
 
 
 def _fake_run(tmp_path, config, options):

@@ -32,8 +32,16 @@ class SupervisedOptions:
     classifier_init: str = config_field("class_mean (normalised class-mean features of the starting model) or random",
                                  default="class_mean")
     normalize_classifier: bool = config_field("re-normalise the classifier weights after every step", default=False)
+    center_weight: float = config_field("weight of the centre loss on the pre-BN feature (strong baseline: 5e-4; "
+                                        "0 = off)", default=0.0)
+    center_lr: float = config_field("learning rate of the centres' own SGD (strong baseline: 0.5; no momentum, "
+                                    "no schedule)", default=0.5)
 
     def validate(self) -> None:
+        if self.center_weight < 0:
+            raise ConfigError(f"'center_weight' must be >= 0 (0 = no centre loss), got {self.center_weight}")
+        if not self.center_lr > 0:
+            raise ConfigError(f"'center_lr' must be positive, got {self.center_lr}")
         if self.classifier_init not in ("class_mean", "random"):
             raise ConfigError(f"'classifier_init' must be class_mean or random, got {self.classifier_init!r}")
         if self.id_weight < 0 or self.triplet_weight < 0 or self.id_weight + self.triplet_weight == 0:

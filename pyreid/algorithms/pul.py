@@ -230,7 +230,8 @@ class PUL(Algorithm):
                                   f"{self.dataset.num_train_pids} identities")
             self.labelled = torch.tensor([pid < o.labelled_ids for _, pid, _ in train])
         # Every round restarts from these weights; kept in the state since a resumed run's config has none.
-        self.source = {"weights": c.weights, "pretrained": c.pretrained}
+        pretrained, weights = c.starting_weights()  # a --weights file wins over pretrained
+        self.source = {"weights": weights, "pretrained": pretrained}
         self.round = 0
         self.labels: Optional[torch.Tensor] = None
         self.selected: List[int] = []

@@ -2,6 +2,8 @@
 
 * :mod:`~pyreid.losses.cross_entropy`: identity (softmax) loss with label
   smoothing and a logit temperature (the strong baseline's ID loss);
+* :mod:`~pyreid.losses.center`: centre loss with learned identity centres
+  (the strong baseline's sixth trick; the centres have their own SGD);
 * :mod:`~pyreid.losses.triplet`: batch-hard triplet loss, hard or soft margin
   (Hermans et al. 2017), on :func:`pyreid.ops.pairwise_distance`;
 * :mod:`~pyreid.losses.cluster_memory`: Cluster-Contrast's memory loss with the
@@ -14,17 +16,20 @@
 """
 
 from pyreid.losses import cluster_memory, ise
+from pyreid.losses.center import CenterLoss, center_loss
 from pyreid.losses.cluster_memory import ClusterMemory
 from pyreid.losses.cross_entropy import CrossEntropyLoss, cross_entropy
 from pyreid.losses.ise import ise_lambda, label_preserving_loss, support_samples
 from pyreid.losses.triplet import TripletLoss, batch_hard_mining, batch_hard_triplet_loss
 
 __all__ = [
+    "CenterLoss",
     "ClusterMemory",
     "CrossEntropyLoss",
     "TripletLoss",
     "batch_hard_mining",
     "batch_hard_triplet_loss",
+    "center_loss",
     "cluster_memory",
     "cross_entropy",
     "ise",

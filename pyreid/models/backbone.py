@@ -3,7 +3,7 @@
 import logging
 import os
 from collections import OrderedDict
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -50,19 +50,27 @@ class _GoogLeNetInput(nn.Module):
         return x * self.scale + self.shift
 
 
-def _ibn_model(pretrained: bool) -> nn.Module:
-    """IBN-ResNet50-a; ``pretrained``: IBN-Net's ImageNet file from torch's hub cache (never downloaded here)."""
-    net = ibn.resnet50_ibn_a()
-    if pretrained:
-        import torch.hub
+def load_ibn_imagenet(module: nn.Module, path: Optional[str] = None) -> str:
+    """IBN-Net's ImageNet weights (their key names) into ``module`` (the network or its body), strictly:
+    from ``path``, or the public file in torch's hub cache (never downloaded here). Returns the file read."""
+    import torch.hub
 
+    if path is None:
         path = os.path.join(torch.hub.get_dir(), "checkpoints", ibn.IBN_WEIGHTS_FILE)
         if not os.path.isfile(path):
             raise PretrainedWeightsUnavailable(
                 f"build_model: IBN-Net's ImageNet weights for 'resnet50_ibn_a' are not in torch's cache ({path}). "
                 f"Download {ibn.IBN_WEIGHTS_URL} and put it there, or pass it with weights=FILE (command line: "
                 "--weights FILE), or train from random initialisation with pretrained=False.")
-        ibn.load_ibn_weights(net, ibn.ibn_weights_state(path), source=path)
+    ibn.load_ibn_weights(module, ibn.ibn_weights_state(path), source=path)
+    return path
+
+
+def _ibn_model(pretrained: bool) -> nn.Module:
+    """IBN-ResNet50-a; ``pretrained``: IBN-Net's ImageNet file from torch's hub cache (never downloaded here)."""
+    net = ibn.resnet50_ibn_a()
+    if pretrained:
+        load_ibn_imagenet(net)
     return net
 
 

@@ -2,6 +2,7 @@
 
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Union
 
@@ -9,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyreid.models.backbone import build_backbone
+from pyreid.models.backbone import _GoogLeNetInput, build_backbone, load_ibn_imagenet
 from pyreid.models.pooling import build_pooling
+from pyreid.models.pretrained import imagenet_state_dict, resolve_pretrained
 
 __all__ = ["ReIDModel", "ReIDOutput", "LoadReport", "build_model", "load_weights"]
 
@@ -166,7 +168,33 @@ def load_weights(model: ReIDModel, path: Union[str, os.PathLike]) -> LoadReport:
     return report
 
 
-def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optional[Union[str, os.PathLike]] = None,
+# Keys of a torchvision classification state dict that a backbone body does not have: the heads.
+_HEAD_PREFIXES = ("fc.", "classifier.", "aux1.", "aux2.")
+
+
+def _load_imagenet(body: nn.Sequential, arch: str, pretrained: str) -> nn.Sequential:
+    """``body`` holding the ImageNet weights ``pretrained`` names (see :mod:`pyreid.models.pretrained`)."""
+    if arch == "resnet50_ibn_a":
+        # IBN-Net's own release (its key names): a named version is the public file in torch's hub
+        # cache, never downloaded; a file is read as given.
+        origin = load_ibn_imagenet(body, None if pretrained in ("default", "v1", "v2") else pretrained)
+        logger.info("ImageNet weights for %s: %s", arch, origin)
+        return body
+    state, origin = imagenet_state_dict(arch, pretrained)
+    result = body.load_state_dict(state, strict=False)
+    unexpected = [k for k in result.unexpected_keys if not k.startswith(_HEAD_PREFIXES)]
+    if result.missing_keys or unexpected:
+        raise RuntimeError(f"build_model: ImageNet weights {origin} do not fit '{arch}': missing "
+                           f"{result.missing_keys[:10]}, unexpected {unexpected[:10]}")
+    if arch == "googlenet":
+        # torchvision's GoogLeNet weights expect images scaled to [-1, 1], not ImageNet-normalised ones.
+        body = nn.Sequential(OrderedDict([("transform_input", _GoogLeNetInput()), *body.named_children()]))
+    logger.info("ImageNet weights for %s: %s", arch, origin)
+    return body
+
+
+def build_model(arch: str = "resnet50", pretrained: Union[bool, str, None] = None,
+                weights: Optional[Union[str, os.PathLike]] = None,
                 pooling: str = "avg", last_stride: int = 1, neck: str = "bn", embedding_dim: int = 0,
                 num_classes: int = 0, embedding_dropout: float = 0.0, normalize: bool = False,
                 classifier_dropout: float = 0.0, embedding_hidden_dim: int = 0) -> ReIDModel:
@@ -174,15 +202,19 @@ def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optio
 
     Args:
         arch: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``,
-            ``resnet50_ibn_a`` (IBN-Net, :mod:`pyreid.models.ibn`; its
-            ``pretrained`` weights are read from torch's hub cache, or pass the
-            public file as ``weights``), ``mobilenet_v2`` or ``googlenet``.
-        pretrained: start from torchvision's ImageNet weights (needs network
-            access or torch's hub cache; otherwise a
+            ``resnet50_ibn_a`` (IBN-Net, :mod:`pyreid.models.ibn`), ``mobilenet_v2``
+            or ``googlenet``.
+        pretrained: ImageNet weights of the backbone: ``"v1"`` / ``"v2"``
+            (torchvision's ``IMAGENET1K_V1`` / ``_V2``; the published re-ID
+            recipes used V1), ``"default"`` or ``True`` (torchvision's
+            ``DEFAULT``), a torchvision-style state dict file, or None. A
+            named file already in torch's hub cache is read without network
+            access; otherwise it is downloaded, and without network a
             :class:`~pyreid.models.backbone.PretrainedWeightsUnavailable`
-            error that suggests ``weights=FILE``).
+            error says what to pass instead (see :mod:`pyreid.models.pretrained`).
         weights: a local state dict file loaded after construction (see
             :func:`load_weights`); the report is in ``model.load_report``.
+            It wins over ``pretrained``, which is then not loaded at all.
         pooling: ``"avg"`` or ``"gem"`` (generalised mean, trainable p).
         last_stride: 1 removes the backbone's last down-sampling (a 256 x 128
             image then gives a 16 x 8 map on ResNets), 2 keeps it.
@@ -215,11 +247,17 @@ def build_model(arch: str = "resnet50", pretrained: bool = False, weights: Optio
         >>> model.eval()(torch.randn(2, 3, 128, 64)).shape
         torch.Size([2, 512])
     """
-    body, channels = build_backbone(arch, pretrained=pretrained, last_stride=last_stride)
+    pretrained = resolve_pretrained(pretrained)
+    if weights is not None and pretrained is not None:
+        logger.info("weights %s given: the ImageNet weights (pretrained=%s) are not loaded", weights, pretrained)
+        pretrained = None
+    body, channels = build_backbone(arch, pretrained=False, last_stride=last_stride)
+    if pretrained is not None:
+        body = _load_imagenet(body, arch, pretrained)
     model = ReIDModel(body, channels, pooling=pooling, neck=neck, embedding_dim=embedding_dim,
                       num_classes=num_classes, embedding_dropout=embedding_dropout, normalize=normalize,
                       classifier_dropout=classifier_dropout, embedding_hidden_dim=embedding_hidden_dim)
-    model.build_args = dict(arch=arch, pretrained=False, pooling=pooling, last_stride=last_stride, neck=neck,
+    model.build_args = dict(arch=arch, pretrained=None, pooling=pooling, last_stride=last_stride, neck=neck,
                             embedding_dim=embedding_dim, num_classes=num_classes,
                             embedding_dropout=embedding_dropout, normalize=normalize,
                             classifier_dropout=classifier_dropout, embedding_hidden_dim=embedding_hidden_dim)

@@ -175,7 +175,8 @@ class Algorithm:
     def model_from_config(self, **kwargs) -> ReIDModel:
         """``build_model`` with the config's backbone settings; ``kwargs`` add the head."""
         c = self.config
-        return build_model(c.arch, pretrained=c.pretrained, weights=c.weights, pooling=c.pooling,
+        pretrained, weights = c.starting_weights()  # a --weights file wins: no download is attempted
+        return build_model(c.arch, pretrained=pretrained, weights=weights, pooling=c.pooling,
                            last_stride=c.last_stride, **kwargs)
 
     def train_loader(self, items: Sequence[Tuple[str, int, int]], epoch: int, camera_aware: Optional[bool] = None,

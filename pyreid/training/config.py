@@ -5,7 +5,9 @@ Precedence, lowest first: the dataclass defaults, the algorithm's
 ``config_defaults``, the YAML file (``--config NAME`` for a file shipped in
 ``pyreid/configs/``, or ``--config PATH``), the command-line flags. A YAML file
 holds :class:`TrainConfig` keys at the top level and the algorithm's options
-under ``options:``; any other key is an error that lists the valid ones.
+under ``options:``; a published recipe adds ``recipe:``, the source of each of
+its values (:mod:`pyreid.training.recipes`); any other key is an error that
+lists the valid ones.
 
 Example (``pyreid/configs/supervised_synthetic_cpu.yaml``)::
 
@@ -39,6 +41,8 @@ __all__ = [
     "RESUME_MAY_CHANGE",
     "DATA_FLAGS",
     "unwrap_optional",
+    "AMP_MODES",
+    "PRETRAINED_NAMES",
 ]
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -48,8 +52,17 @@ class ConfigError(ValueError):
     """A configuration file or value that cannot be used; the message says which key and why."""
 
 
-def config_field(text: str, **kwargs) -> Any:
-    return field(metadata={"help": text}, **kwargs)
+def config_field(text: str, aliases: Optional[Mapping[Any, Any]] = None, flag: Optional[Mapping[str, Any]] = None,
+                 **kwargs) -> Any:
+    """A dataclass field with its help text. ``aliases`` maps older values to current ones (``amp: true`` is
+    ``bf16``); ``flag`` replaces the command-line flag's argparse arguments and adds ``--no-NAME``
+    (its help text: ``off_help``), which passes False."""
+    metadata: Dict[str, Any] = {"help": text}
+    if aliases is not None:
+        metadata["aliases"] = dict(aliases)
+    if flag is not None:
+        metadata["flag"] = dict(flag)
+    return field(metadata=metadata, **kwargs)
 
 
 @dataclass
@@ -70,10 +83,14 @@ class TrainConfig:
     width: int = config_field("input image width", default=128)
     # Model
     arch: str = config_field("backbone: resnet18/34/50/101, resnet50_ibn_a, mobilenet_v2, googlenet", default="resnet50")
-    pretrained: bool = config_field("start from torchvision's ImageNet weights (needs network or torch's cache)",
-                             default=False)
+    pretrained: Optional[str] = config_field(
+        "ImageNet weights of the backbone: v1 or v2 (torchvision's IMAGENET1K_V1 / _V2), default (torchvision's "
+        "DEFAULT, also what true means), a weights FILE, or none; a file already in torch's hub cache is used "
+        "without a download; --weights wins over it", default=None, aliases={True: "default", False: None},
+        flag={"nargs": "?", "const": "default", "metavar": "v1|v2|default|FILE",
+              "off_help": "no ImageNet weights: random initialisation (clears a config's pretrained)"})
     weights: Optional[str] = config_field("start from a local weights file: a pyreid checkpoint or a torchvision "
-                                   "state dict", default=None)
+                                   "state dict (wins over pretrained: nothing is downloaded)", default=None)
     pooling: str = config_field("global pooling: avg or gem", default="avg")
     last_stride: int = config_field("stride of the backbone's last stage (1 doubles the final map)", default=1)
     # Sampling
@@ -105,13 +122,22 @@ class TrainConfig:
     warmup_epochs: float = config_field("linear warm-up length in epochs (0 = none)", default=10.0)
     warmup_factor: float = config_field("learning rate at the start of the warm-up, as a fraction of lr", default=0.1)
     # Precision and speed
-    amp: bool = config_field("bfloat16 autocast on CUDA (ignored on CPU)", default=True)
+    amp: str = config_field("mixed precision on CUDA (ignored on CPU): bf16 (bfloat16 autocast, fast) or off "
+                            "(float32, as the published runs trained; see tf32)", default="bf16",
+                            aliases={True: "bf16", False: "off"},
+                            flag={"nargs": "?", "const": "bf16", "metavar": "bf16|off",
+                                  "off_help": "the same as --amp off: float32"})
+    tf32: bool = config_field("with amp off on CUDA, let matmuls use TF32 as PyTorch lets convolutions (no-tf32: "
+                              "strict float32 matmuls and convolutions)", default=True)
     channels_last: bool = config_field("channels-last memory format for the model and images", default=False)
     # Batch statistics across processes (see docs/distributed.md)
     sync_bn: bool = config_field("SyncBatchNorm: batch statistics over all processes' images (CUDA, torchrun)",
                                  default=False)
-    bn_groups: int = config_field("BatchNorm statistics over this many equal slices of each process's batch "
-                                  "(4 on one GPU = the published 4-GPU runs)", default=1)
+    bn_batch: int = config_field("images per BatchNorm in training: each process's batch is normalised in slices "
+                                 "of this many images, whatever the number of processes (64 = the published "
+                                 "4-GPU DataParallel runs of 256); 0 = each process's whole batch", default=0)
+    bn_groups: int = config_field("BatchNorm statistics over this many equal slices of each process's batch (prefer "
+                                  "bn_batch, which does not depend on the number of processes)", default=1)
     check_ranks: bool = config_field("after every step, check that all processes hold the same weights and "
                                      "algorithm state (slow; for debugging torchrun runs)", default=False)
     # Evaluation
@@ -169,9 +195,22 @@ class TrainConfig:
             raise ConfigError(f"'warmup_factor' must be in (0, 1], got {self.warmup_factor}")
         if self.bn_groups < 1:
             raise ConfigError(f"'bn_groups' must be >= 1, got {self.bn_groups}")
-        if self.bn_groups > 1 and self.sync_bn:
-            raise ConfigError("'sync_bn' and 'bn_groups' exclude each other: one pools statistics across processes, "
-                              "the other splits them within one")
+        if self.bn_batch < 0:
+            raise ConfigError(f"'bn_batch' must be >= 0 (0 = each process's whole batch), got {self.bn_batch}")
+        if self.bn_batch and self.bn_groups > 1:
+            raise ConfigError(f"'bn_batch' ({self.bn_batch}) and 'bn_groups' ({self.bn_groups}) both set the "
+                              "BatchNorm slices: set one (bn_batch, images per BatchNorm, does not depend on the "
+                              "number of processes)")
+        if (self.bn_groups > 1 or self.bn_batch) and self.sync_bn:
+            raise ConfigError("'sync_bn' and 'bn_batch' / 'bn_groups' exclude each other: one pools statistics "
+                              "across processes, the other splits them within one")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"'amp' must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        # A resumed run takes its weights from the checkpoint: its starting file may be gone.
+        if self.pretrained is not None and self.pretrained not in PRETRAINED_NAMES and not self.resume \
+                and not os.path.isfile(self.pretrained):
+            raise ConfigError(f"'pretrained' must be one of {', '.join(PRETRAINED_NAMES)}, none or an existing "
+                              f"weights file, got {self.pretrained!r} (no such file)")
         if self.last_stride not in (1, 2):
             raise ConfigError(f"'last_stride' must be 1 or 2, got {self.last_stride}")
         if sorted(self.milestones) != list(self.milestones):
@@ -188,6 +227,43 @@ class TrainConfig:
                               "true")
 
 
+    def bn_groups_per_process(self, world_size: int = 1) -> int:
+        """How many BatchNorm slices each process's batch is cut into: from ``bn_batch`` (images per
+        BatchNorm) and the per-process batch ``batch_size / world_size``, else ``bn_groups``.
+
+        >>> TrainConfig(batch_size=256, bn_batch=64).bn_groups_per_process(1)   # one GPU
+        4
+        >>> TrainConfig(batch_size=256, bn_batch=64).bn_groups_per_process(4)   # four torchrun processes
+        1
+        """
+        if world_size < 1:
+            raise ConfigError(f"world size must be >= 1, got {world_size}")
+        if not self.bn_batch:
+            return self.bn_groups
+        if self.batch_size % world_size:
+            raise ConfigError(f"batch_size {self.batch_size} does not split evenly over {world_size} processes")
+        per_process = self.batch_size // world_size
+        if self.bn_batch > per_process:
+            raise ConfigError(
+                f"bn_batch {self.bn_batch} is more than each process's batch of {per_process} images (batch_size "
+                f"{self.batch_size} / {world_size} processes): BatchNorm cannot see {self.bn_batch} images in one "
+                "process; pass --bn-batch 0 --sync-bn to pool the statistics of all processes (CUDA), or use fewer "
+                "processes")
+        if per_process % self.bn_batch:
+            fits = [d for d in range(1, per_process + 1) if per_process % d == 0 and d <= self.bn_batch][-1]
+            raise ConfigError(
+                f"bn_batch {self.bn_batch} does not divide each process's batch of {per_process} images (batch_size "
+                f"{self.batch_size} / {world_size} processes): choose a bn_batch that divides it (e.g. {fits}), or "
+                f"a batch_size / number of processes that gives a multiple of {self.bn_batch}")
+        return per_process // self.bn_batch
+
+    def starting_weights(self) -> Tuple[Optional[str], Optional[str]]:
+        """``(pretrained, weights)`` to build the first model from: a ``weights`` file wins over ``pretrained``
+        (which is then neither downloaded nor read)."""
+        if self.weights is not None:
+            return None, self.weights
+        return self.pretrained, None
+
     def data_set(self, name: str) -> Tuple[str, str]:
         """``(data set name, root)`` of the data set an algorithm calls ``name`` (see :data:`DATA_FLAGS`)."""
         if name not in DATA_FLAGS:
@@ -199,6 +275,10 @@ class TrainConfig:
             raise ConfigError(f"this algorithm reads a {name} data set: pass {flags}")
         return dataset, root
 
+
+# Values of `amp`, and the ImageNet weights `pretrained` names (anything else is a file).
+AMP_MODES = ("bf16", "off")
+PRETRAINED_NAMES = ("v1", "v2", "default")
 
 # The data sets an algorithm may read, each from its own pair of keys.
 DATA_FLAGS = {"train": ("dataset", "data_root"), "source": ("source", "source_root"),
@@ -241,6 +321,7 @@ def read_config_file(path: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"config {path}: expected a mapping of keys to values, got {type(values).__name__}")
+    values.pop("recipe", None)  # where a published config's values come from: pyreid.training.recipes reads it
     options = values.pop("options", None) or {}
     if not isinstance(options, dict):
         raise ConfigError(f"config {path}: 'options' must be a mapping, got {type(options).__name__}")
@@ -255,9 +336,18 @@ def unwrap_optional(tp) -> Tuple[Any, bool]:
     return tp, False
 
 
-def _coerce(owner: str, key: str, tp, value: Any) -> Any:
+def _coerce(owner: str, key: str, tp, value: Any, aliases: Optional[Mapping[Any, Any]] = None) -> Any:
     """``value`` as the field type ``tp`` (ints widen to floats), or a ConfigError naming the key."""
     base, optional = unwrap_optional(tp)
+    if aliases:
+        if isinstance(value, bool) or value is None:
+            if value in aliases:
+                return aliases[value]
+        elif isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return aliases[value.lower() in ("true", "yes")]
+        elif not isinstance(value, str):
+            named = ", ".join(f"{k!r} = {v}".lower() for k, v in aliases.items())
+            raise ConfigError(f"{owner}: '{key}' must be bool, got {value!r} ({named}) or a name")
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
         if optional:
             return None
@@ -309,6 +399,6 @@ def build_dataclass(cls, *layers: Mapping[str, Any], owner: Optional[str] = None
             name = key.replace("-", "_")
             if name not in fields:
                 raise ConfigError(f"{owner}: unknown key '{key}'; valid keys: {', '.join(sorted(fields))}")
-            merged[name] = _coerce(owner, name, hints[name], value)
+            merged[name] = _coerce(owner, name, hints[name], value, fields[name].metadata.get("aliases"))
     return cls(**merged)
 

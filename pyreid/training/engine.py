@@ -1,8 +1,9 @@
 """The one training loop every algorithm runs through.
 
 :class:`Engine` builds the run (its data sets, the algorithm and the
-algorithm's models, bfloat16 autocast on CUDA), then loops: for each epoch the
-algorithm's loader, and for each batch the algorithm's named losses, checked
+algorithm's models, the BatchNorm batch and the precision the config asks for,
+both logged), then loops: for each epoch the algorithm's loader, and for each
+batch the algorithm's named losses, checked
 for NaN/Inf on every process before the algorithm back-propagates them and the
 optimisers and schedules step. Everything else is a hook
 (:mod:`pyreid.training.hooks`): evaluation at epoch 0 (before any training),
@@ -260,13 +261,13 @@ class Engine:
         random.seed(c.seed)
         np.random.seed(c.seed)
         # On resume the weights come from the checkpoint: do not fetch or read the starting weights again.
-        algo_config = dataclasses.replace(c, weights=None, pretrained=False) if c.resume else c
+        algo_config = dataclasses.replace(c, weights=None, pretrained=None) if c.resume else c
         self.algorithm = self.algorithm_cls(algo_config, self.options, datasets, self.device, self.iters_per_epoch,
                                             self.dist)
         self.algorithm.build_models()  # build_model logs what a --weights file did not fit
         if c.sync_bn and not self.dist.distributed:
             self.log.warning("sync_bn has no effect in a single process: BatchNorm already sees the whole batch")
-        self.amp = c.amp and self.device.type == "cuda"
+        self.amp = c.amp == "bf16" and self.device.type == "cuda"
         hooks: List[Hook] = [RankCheckHook()] if c.check_ranks else []
         hooks += [self.evaluation, CheckpointHook()]
         if c.plots:
@@ -274,6 +275,39 @@ class Engine:
         if c.tensorboard:
             hooks.append(TensorBoardHook())
         self.hooks = hooks + list(self.algorithm.hooks())
+
+    def _describe_numerics(self) -> None:
+        """Log the BatchNorm batch and the precision: both change results, and both follow the config."""
+        c, world = self.config, self.dist.world_size
+        per_process = c.batch_size // world
+        groups = c.bn_groups_per_process(world)
+        if c.sync_bn and self.dist.distributed:
+            self.log.info("BatchNorm: statistics over all %d processes' %d images (sync_bn)", world, c.batch_size)
+        else:
+            origin = f"bn_batch {c.bn_batch}" if c.bn_batch else f"bn_groups {c.bn_groups}"
+            self.log.info("BatchNorm: statistics over %d images = %d slice(s) of each process's %d (%s, batch_size "
+                          "%d over %d process(es))", per_process // groups, groups, per_process, origin,
+                          c.batch_size, world)
+        if self.device.type != "cuda":
+            self.log.info("precision: float32 (CPU)")
+        elif self.amp:
+            self.log.info("precision: bfloat16 autocast (amp bf16)")
+        else:
+            self.log.info("precision: float32 (amp off), %s", "TF32 matmuls and convolutions allowed" if c.tf32
+                          else "TF32 off (strict float32)")
+
+    @contextlib.contextmanager
+    def _precision(self):
+        """TF32 as ``tf32`` asks on a float32 CUDA run, restored afterwards (torch keeps it process-wide)."""
+        if self.device.type != "cuda" or self.amp:
+            yield
+            return
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.config.tf32
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def _resume(self) -> int:
         path = self.path(CHECKPOINT)
@@ -422,36 +456,46 @@ class Engine:
                           ", ".join(c.data_set(n)[0] for n in self.algorithm_cls.datasets), len(data.train),
                           data.num_train_pids, len(data.query), len(data.gallery), c.arch, self.device, c.epochs,
                           self.iters_per_epoch, c.batch_size)
+            self._describe_numerics()
             try:
-                first = self._resume() + 1 if c.resume else 0
-                if c.resume and first > c.epochs:
-                    # Not an error: the run is complete as asked (its files are left as they are).
-                    self.log.info("nothing to do: the run in %s already trained %d epochs and --epochs is %d; "
-                                  "pass a larger --epochs to train it further", self.out, first - 1, c.epochs)
-                    final = next((h for h in reversed(self.history) if "mAP" in h), {})
-                    return {"history": self.history, "best": self.best, "final": final, "nothing_to_do": True}
-                self._call("before_train")
-                for epoch in range(first, c.epochs + 1):
-                    entry: Dict[str, Any] = {"epoch": epoch}
-                    if epoch > 0:
-                        self._train_epoch(epoch, entry)
-                        self.stop_reason = self.algorithm.stop_reason()
-                    self._call("after_epoch", epoch, entry)
-                    self.history.append(entry)
-                    if epoch == 0:
-                        self.algorithm.setup()
-                    self._call("epoch_done", epoch)
-                    if self.stop_reason:
-                        self.log.info("%s ends at epoch %d of %d: %s", self.algorithm_cls.name, epoch, c.epochs,
-                                      self.stop_reason)
-                        break
-                self._call("after_train")
+                with self._precision():
+                    early = self._loop()
             except BaseException as e:
                 done = self.history[-1]["epoch"] if self.history else None
                 self.log.error("run stopped after epoch %s: %s: %s", done, type(e).__name__, e)
                 self._call("on_failure", e)
                 raise
+            if early:
+                return early
             final = next((h for h in reversed(self.history) if "mAP" in h), {})
             self.log.info("done: %s", ", ".join(f"{k} {100 * final[k]:.1f}%" for k in SCORE_KEYS if k in final))
             self.log.info("outputs in %s", os.path.abspath(self.out))
             return {"history": self.history, "best": self.best, "final": final}
+
+    def _loop(self) -> Dict[str, Any]:
+        """Resume or start, then the epochs; the result only when there was nothing to train, else {}."""
+        c = self.config
+        first = self._resume() + 1 if c.resume else 0
+        if c.resume and first > c.epochs:
+            # Not an error: the run is complete as asked (its files are left as they are).
+            self.log.info("nothing to do: the run in %s already trained %d epochs and --epochs is %d; "
+                          "pass a larger --epochs to train it further", self.out, first - 1, c.epochs)
+            final = next((h for h in reversed(self.history) if "mAP" in h), {})
+            return {"history": self.history, "best": self.best, "final": final, "nothing_to_do": True}
+        self._call("before_train")
+        for epoch in range(first, c.epochs + 1):
+            entry: Dict[str, Any] = {"epoch": epoch}
+            if epoch > 0:
+                self._train_epoch(epoch, entry)
+                self.stop_reason = self.algorithm.stop_reason()
+            self._call("after_epoch", epoch, entry)
+            self.history.append(entry)
+            if epoch == 0:
+                self.algorithm.setup()
+            self._call("epoch_done", epoch)
+            if self.stop_reason:
+                self.log.info("%s ends at epoch %d of %d: %s", self.algorithm_cls.name, epoch, c.epochs,
+                              self.stop_reason)
+                break
+        self._call("after_train")
+        return {}

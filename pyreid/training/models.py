@@ -134,12 +134,13 @@ class ModelSet:
 
     def _prepare(self, network: nn.Module) -> nn.Module:
         c = self.config
-        if c.bn_groups > 1:
+        groups = c.bn_groups_per_process(self.dist.world_size)
+        if groups > 1:
             per_process = c.batch_size // self.dist.world_size
-            if per_process % c.bn_groups:
-                raise ConfigError(f"bn_groups {c.bn_groups} must divide each process's batch ({per_process} = "
+            if per_process % groups:
+                raise ConfigError(f"bn_groups {groups} must divide each process's batch ({per_process} = "
                                   f"batch_size {c.batch_size} / {self.dist.world_size} processes)")
-            convert_bn_groups(network, c.bn_groups)
+            convert_bn_groups(network, groups)
         if c.sync_bn:
             if self.device.type != "cuda":
                 raise ConfigError("sync_bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); on CPU use "

@@ -70,8 +70,11 @@ def resolve_config(algorithm: str, config: Optional[str] = None, options: Option
     if state.get("algorithm") != algorithm:
         raise ConfigError(f"--resume: {path} is a '{state.get('algorithm')}' run, not '{algorithm}'")
     # What the file and the flags ask for explicitly, checked against the saved run.
+    # Both sides coerced, so a value saved in an older spelling (amp: true = bf16) is not a change.
+    saved = dataclasses.asdict(build_dataclass(TrainConfig, saved, owner="config"))
     asked = dataclasses.asdict(build_dataclass(TrainConfig, saved, file_values, overrides, owner="config"))
     changed = {k: d for k, d in _differences(saved, asked).items() if k not in RESUME_MAY_CHANGE}
+    saved_options = dataclasses.asdict(build_dataclass(cls.Options, saved_options, owner=f"{algorithm} options"))
     asked_options = dataclasses.asdict(build_dataclass(cls.Options, saved_options, file_options, options,
                                                        owner=f"{algorithm} options"))
     changed.update({f"options.{k}": d for k, d in _differences(saved_options, asked_options).items()})
