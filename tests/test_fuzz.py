@@ -411,6 +411,8 @@ STR_ARGS = {
     "kreciprocal_weights.variant": ("kreciprocal_weights",
                                     lambda v: ops.kreciprocal_weights(feats(), *diagonal_csr(8), variant=v)),
     "cluster_memory_update_.mode": ("cluster_memory_update_", lambda v: memory_update(mode=v)),
+    "kmeans.precision": ("kmeans", lambda v: ops.kmeans(feats(), 2, precision=v)),
+    "kmeans_plus_plus.precision": ("kmeans_plus_plus", lambda v: ops.kmeans_plus_plus(feats(), 2, precision=v)),
 }
 NOT_STRS = [("none", TYPE, None), ("int", TYPE, 3), ("bytes", TYPE, b"cosine"), ("unknown", VALUE, "bogus"),
             ("empty", VALUE, ""), ("upper", VALUE, "COSINE")]
