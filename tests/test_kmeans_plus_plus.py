@@ -78,7 +78,8 @@ def test_duplicates_and_zero_potential_stay_in_range():
 
 
 def test_same_draws_whatever_the_thread_count():
-    x = clustered_features(2000, 40, clusters=50, spread=0.3, seed=0)
+    # Wide enough that a step is split between threads (each thread gets at least ~8M multiply-adds).
+    x = clustered_features(8000, 600, clusters=50, spread=0.3, seed=0)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

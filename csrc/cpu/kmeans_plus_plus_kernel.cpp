@@ -216,7 +216,10 @@ void seed(const at::Tensor& xa, const at::Tensor& xb, int64_t first, const at::T
   // dist[i * m + j] (a screened pair holds its lower bound, which is >= the
   // point's closest distance), and each task's potential: sum of min(closest, d^2).
   const auto distances = [&](int64_t m, bool with_potential) {
-    at::parallel_for(0, tasks, 1, [&](int64_t task_begin, int64_t task_end) {
+    // At least ~8M multiply-adds per thread: a step on a few hundred rows runs
+    // on one thread instead of waking (and, on a busy machine, waiting for) the others.
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 23) / std::max<int64_t>(1, kRowsPerTask * d * m));
+    at::parallel_for(0, tasks, grain, [&](int64_t task_begin, int64_t task_end) {
       for (int64_t task = task_begin; task < task_end; ++task) {
         const int64_t r0 = task * kRowsPerTask, r1 = std::min(n, r0 + kRowsPerTask);
         T* out = dist.data() + r0 * m;
