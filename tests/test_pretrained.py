@@ -2,7 +2,6 @@
 ``--weights`` winning over a config's ``pretrained`` offline; all without network access."""
 
 import os
-import urllib.error
 
 import pytest
 import torch
@@ -11,23 +10,6 @@ import torchvision
 from pyreid.models import build_model
 from pyreid.models.backbone import PretrainedWeightsUnavailable
 from pyreid.models.pretrained import hub_cache_path, torchvision_weights
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty torch home and a network that fails every download (and records the attempt)."""
-    import torchvision.models._api as api
-
-    attempts = []
-
-    def no_network(url, *args, **kwargs):
-        attempts.append(url)
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(api, "load_state_dict_from_url", no_network)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
-    return attempts
 
 
 def _imagenet_like(arch, seed):

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import urllib.error
 
 import pytest
 
@@ -174,25 +173,16 @@ def test_config_show_prints_values_and_sources_without_torch():
     assert "supervised_market1501  (published recipe)" in out and "\ntriplet_market1501\n" in out
 
 
-def test_weights_win_over_a_published_pretrained_offline(tmp_path, monkeypatch, capsys):
+def test_weights_win_over_a_published_pretrained_offline(tmp_path, offline, capsys):
     """`pyreid train` with a published config (pretrained: v1) and --weights: no download is attempted; without
     --weights the error says what to pass."""
     import torch
-    import torchvision.models._api as api
 
     from pyreid.cli import main
     from pyreid.data import SynthConfig, generate
     from pyreid.models import build_model
 
-    attempts = []
-
-    def no_network(url, *args, **kwargs):
-        attempts.append(url)
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(api, "load_state_dict_from_url", no_network)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    attempts = offline
     data = tmp_path / "data"
     generate(str(data), SynthConfig(ids_train=6, ids_test=3, cameras=2, images_per_id=4, seed=3))
     weights = tmp_path / "start.pth"

@@ -31,6 +31,7 @@
 
 #include "common/accumulate.h"
 #include "common/distance.h"
+#include "common/kmeans.h"
 #include "common/kmeans_checks.h"
 #include "cpu/distance_tiles.h"
 
@@ -299,16 +300,7 @@ void seed(const at::Tensor& xa, const at::Tensor& xb, int64_t first, const at::T
     }
     centres[c] = cand_index[best];
     at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const T v = dist[i * t + best];
-        if (v < closest[i]) {
-          second[i] = closest[i];
-          closest[i] = v;
-          labels[i] = c;
-        } else if (v < second[i]) {
-          second[i] = v;
-        }
-      }
+      for (int64_t i = begin; i < end; ++i) take_new_centre(dist[i * t + best], c, closest[i], second[i], labels[i]);
     });
   }
 }

@@ -20,6 +20,7 @@
 #include "common/accumulate.h"
 #include "common/cuda_helpers.cuh"
 #include "common/distance.h"
+#include "common/kmeans.h"
 #include "common/kmeans_checks.h"
 #include "cuda/distance_tiles.cuh"
 
@@ -105,16 +106,8 @@ __global__ void apply_best_kernel(const double* __restrict__ potential, const in
   for (int64_t j = 1; j < t; ++j)
     if (potential[j] < potential[best]) best = j;
   if (blockIdx.x == 0 && threadIdx.x == 0) centres[c] = cand[best];
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const T v = dist[i * t + best];
-    if (v < closest[i]) {
-      second[i] = closest[i];
-      closest[i] = v;
-      labels[i] = c;
-    } else if (v < second[i]) {
-      second[i] = v;
-    }
-  }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    take_new_centre(dist[i * t + best], c, closest[i], second[i], labels[i]);
 }
 
 template <typename T>

@@ -66,44 +66,16 @@ def load_ibn_imagenet(module: nn.Module, path: Optional[str] = None) -> str:
     return path
 
 
-def _ibn_model(pretrained: bool) -> nn.Module:
-    """IBN-ResNet50-a; ``pretrained``: IBN-Net's ImageNet file from torch's hub cache (never downloaded here)."""
-    net = ibn.resnet50_ibn_a()
-    if pretrained:
-        load_ibn_imagenet(net)
-    return net
-
-
-def _torchvision_model(arch: str, pretrained: bool) -> nn.Module:
-    import torchvision  # imported here so `import pyreid` stays light
-
+def _torchvision_model(arch: str) -> nn.Module:
+    """The whole network, randomly initialised (ImageNet weights: :func:`pyreid.models.build_model`)."""
     if arch == "resnet50_ibn_a":
-        return _ibn_model(pretrained)
+        return ibn.resnet50_ibn_a()
+    import torchvision  # imported here so `import pyreid` stays light
 
     if arch == "googlenet":
         # aux_logits and init_weights given explicitly: torchvision warns otherwise.
-        net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=not pretrained,
-                                           transform_input=pretrained)
-    else:
-        net = torchvision.models.get_model(arch, weights=None)
-    if pretrained:
-        weights = torchvision.models.get_model_weights(arch).DEFAULT
-        try:
-            state = weights.get_state_dict(progress=True, check_hash=True)
-        except Exception as exc:  # URLError, socket errors, hash mismatch...
-            raise PretrainedWeightsUnavailable(
-                f"build_model: could not fetch torchvision's ImageNet weights for '{arch}' ({weights}): "
-                f"{type(exc).__name__}: {exc}. Without network access, download the file elsewhere "
-                f"({weights.url}) and pass it with weights=FILE (command line: --weights FILE), "
-                "or train from random initialisation with pretrained=False."
-            ) from exc
-        # GoogLeNet's checkpoint carries the auxiliary classifiers we do not build.
-        result = net.load_state_dict(state, strict=False)
-        unexpected = [k for k in result.unexpected_keys if not k.startswith(("aux1.", "aux2."))]
-        if result.missing_keys or unexpected:
-            raise RuntimeError(f"build_model: torchvision weights for '{arch}' do not fit: "
-                               f"missing {result.missing_keys}, unexpected {unexpected}")
-    return net
+        return torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=False)
+    return torchvision.models.get_model(arch, weights=None)
 
 
 def _set_last_stride_one(arch: str, body: nn.Sequential) -> None:
@@ -117,8 +89,9 @@ def _set_last_stride_one(arch: str, body: nn.Sequential) -> None:
             module.stride = (1, 1)
 
 
-def build_backbone(arch: str, pretrained: bool = False, last_stride: int = 1) -> Tuple[nn.Sequential, int]:
-    """``(body, channels)``: a module mapping B x 3 x H x W images to a B x channels x h x w map.
+def build_backbone(arch: str, last_stride: int = 1) -> Tuple[nn.Sequential, int]:
+    """``(body, channels)``: a module mapping B x 3 x H x W images to a B x channels x h x w map,
+    randomly initialised (:func:`pyreid.models.build_model` loads ImageNet weights into it).
 
     The body's parameter names are torchvision's (``conv1.weight``,
     ``layer4.0.conv2.weight``, ``features.0.0.weight`` ...), so torchvision
@@ -129,15 +102,13 @@ def build_backbone(arch: str, pretrained: bool = False, last_stride: int = 1) ->
         raise ValueError(f"build_model: unknown arch '{arch}'; expected one of {', '.join(ARCHS)}")
     if last_stride not in (1, 2):
         raise ValueError(f"build_model: last_stride must be 1 or 2, got {last_stride}")
-    net = _torchvision_model(arch, pretrained)
+    net = _torchvision_model(arch)
     if arch.startswith("resnet"):
         layers = [(name, getattr(net, name)) for name in _RESNET_BODY]
     elif arch == "mobilenet_v2":
         layers = [("features", net.features)]
     else:
         layers = [(name, getattr(net, name)) for name in _GOOGLENET_BODY]
-        if net.transform_input:
-            layers.insert(0, ("transform_input", _GoogLeNetInput()))
     body = nn.Sequential(OrderedDict(layers))
     if last_stride == 1:
         _set_last_stride_one(arch, body)

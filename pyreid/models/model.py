@@ -251,7 +251,7 @@ def build_model(arch: str = "resnet50", pretrained: Union[bool, str, None] = Non
     if weights is not None and pretrained is not None:
         logger.info("weights %s given: the ImageNet weights (pretrained=%s) are not loaded", weights, pretrained)
         pretrained = None
-    body, channels = build_backbone(arch, pretrained=False, last_stride=last_stride)
+    body, channels = build_backbone(arch, last_stride=last_stride)
     if pretrained is not None:
         body = _load_imagenet(body, arch, pretrained)
     model = ReIDModel(body, channels, pooling=pooling, neck=neck, embedding_dim=embedding_dim,
