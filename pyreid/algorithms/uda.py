@@ -75,7 +75,6 @@ from pyreid.algorithms.options import UDA_DEFAULTS, UDAOptions
 from pyreid.algorithms.supervised import class_mean_weights
 from pyreid.cluster.pseudo_labeler import cluster_centroids
 from pyreid.data.loaders import ZippedLoader
-from pyreid.losses.cluster_memory import ClusterMemory
 from pyreid.losses.cross_entropy import CrossEntropyLoss
 from pyreid.losses.triplet import TripletLoss
 from pyreid.models.domain_batch_norm import ALL_ROWS, DomainBatchNorm1d, DomainBatchNorm2d, domain_rows
