@@ -62,6 +62,8 @@ class _DomainSpecific:
                             self.source_bias, self.training, factor, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401 - nn.Module API
+        if self.source_rows == 0:  # the target's: evaluation and export never look at the batch size
+            return super().forward(x)
         n = min(self.source_rows, x.shape[0])
         if n == 0:
             return super().forward(x)
