@@ -128,6 +128,7 @@ class UDA(ClusterContrast):
         self.id_loss = CrossEntropyLoss(o.label_smoothing, o.source_temperature)
         self.triplet_loss = TripletLoss(o.margin)
         self.source_centres: Optional[torch.Tensor] = None  # mixed heads: S x D rows of the one softmax
+        self._target_centroids: Optional[torch.Tensor] = None  # this epoch's, until the mixed memory takes them
         self.domains: Tuple[str, ...] = ()
 
     @property
@@ -233,9 +234,8 @@ class UDA(ClusterContrast):
         """One memory: the source class rows (carried over from the last epoch's updates), then this epoch's
         target clusters (none in a source-only epoch)."""
         rows = [self._source_rows().to(self.device)]
-        centroids = getattr(self, "_target_centroids", None)
-        if centroids is not None:
-            rows.append(centroids)
+        if self._target_centroids is not None:
+            rows.append(self._target_centroids)
         self._target_centroids = None
         self.memory = self.build_memory(torch.cat(rows))
 
