@@ -243,6 +243,10 @@ def test_cli_variants_and_schedules(sets, tmp_path):
     assert "classifier." in ckpt["frozen"]["model"] and any(".source_weight" in p for p in ckpt["frozen"]["model"])
     assert load_checkpoint(str(out / "best.pth"))["model_args"]["domain_bn"] is True
     assert main(["eval", "--checkpoint", str(out / "best.pth"), "--workers", "0", "--no-progress"]) == 0
+    from pyreid.export import export_model  # the deployed (target-BN) model traces like any other
+
+    report = export_model(str(out / "best.pth"), "torchscript", str(tmp_path / "domain.pt"))
+    assert report["max_abs_diff"] < 1e-4
 
 
 def test_a_target_without_clusters_trains_on_the_source_alone(sets, tmp_path):
