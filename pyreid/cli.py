@@ -432,8 +432,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown_flags(args, extra: List[str]) -> str:
+    """argparse's message for arguments no parser knows, naming the algorithms whose options they are."""
+    text = f"unrecognized arguments: {' '.join(extra)}"
+    if getattr(args, "command", None) != "train":
+        return text
+    from pyreid.algorithms import option_owners
+
+    notes = []
+    for flag in (a.split("=")[0] for a in extra if a.startswith("--")):
+        owners = [n for n in option_owners(flag) if n != args.algorithm]
+        if owners:
+            notes.append(f"{flag} is an option of {' and '.join(owners)}, not of {args.algorithm}")
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.error(_unknown_flags(args, extra))
     return args.run(args)
 
 

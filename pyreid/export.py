@@ -230,7 +230,9 @@ def _check_batches(model, images: Optional[str], per_batch: int) -> Tuple[List[t
         paths = list_images(images)
     else:
         config = model.info.get("config", {})
-        name, root = config.get("dataset"), config.get("data_root")
+        # A two-data-set run (uda) is checked on its target, as `pyreid eval` scores it.
+        name = config.get("target") or config.get("dataset")
+        root = config.get("target_root") or config.get("data_root")
         if name and root:
             try:
                 from pyreid.data.datasets import build_dataset
@@ -246,7 +248,7 @@ def _check_batches(model, images: Optional[str], per_batch: int) -> Tuple[List[t
         from pyreid.data.synthetic import SynthConfig, generate
 
         tmp = tempfile.TemporaryDirectory(prefix="pyreid-export-check-")
-        generate(tmp.name, SynthConfig(ids_train=2, ids_test=max(2, per_batch // 2), cameras=2, images_per_id=2,
+        generate(tmp.name, SynthConfig(ids_train=2, ids_test=max(2, per_batch // 2), cameras=2, images_per_id=4,
                                        seed=1), progress=False)
         paths, source = walk_images(tmp.name), "a synthetic set"
     try:

@@ -239,7 +239,7 @@ sys.meta_path.insert(0, Block())
 import pyreid
 from pyreid.cli import main
 for argv in (["--help"], ["train", "--help"], ["train", "cluster-contrast", "--help"], ["train", "supervised", "--help"],
-             ["train", "pul", "--help"], ["eval", "--help"], ["synth", "--help"], ["demo", "--help"],
+             ["train", "pul", "--help"], ["train", "uda", "--help"], ["eval", "--help"], ["synth", "--help"], ["demo", "--help"],
              ["extract", "--help"], ["search", "--help"], ["export", "--help"]):
     try:
         main(argv)

@@ -6,7 +6,7 @@ on first use, so the command line's help needs no torch.
 
 >>> from pyreid.algorithms import ALGORITHMS
 >>> sorted(ALGORITHMS)
-['cluster-contrast', 'ise', 'pul', 'supervised', 'triplet']
+['cluster-contrast', 'ise', 'pul', 'supervised', 'triplet', 'uda']
 """
 
 from __future__ import annotations
@@ -23,16 +23,18 @@ from pyreid.algorithms.options import (
     ISE_DEFAULTS,
     PUL_DEFAULTS,
     TRIPLET_DEFAULTS,
+    UDA_DEFAULTS,
     ClusterContrastOptions,
     ISEOptions,
     PULOptions,
     SupervisedOptions,
     TripletOptions,
+    UDAOptions,
 )
 
 __all__ = ["ALGORITHMS", "SPECS", "AlgorithmSpec", "Algorithm", "ClusterContrast", "ClusterContrastOptions", "ISE",
            "ISEOptions", "NoClustersError", "PUL", "PULOptions", "StepInfo", "Supervised", "SupervisedOptions",
-           "Triplet", "TripletOptions"]
+           "Triplet", "TripletOptions", "UDA", "UDAOptions", "option_owners"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,18 @@ SPECS: Dict[str, AlgorithmSpec] = {spec.name: spec for spec in (
     AlgorithmSpec("pul", "pyreid.algorithms.pul", "PUL", PULOptions, PUL_DEFAULTS,
                   "Unsupervised: k-means pseudo labels of reliable images, fine-tuning restarted from the source "
                   "model every round"),
+    AlgorithmSpec("uda", "pyreid.algorithms.uda", "UDA", UDAOptions, UDA_DEFAULTS,
+                  "Domain adaptation keeping the labelled source: source and target batches every step, separate "
+                  "heads (or one mixed softmax), shared or domain-specific BatchNorm"),
 )}
+
+
+def option_owners(key: str) -> list:
+    """The algorithms that have option ``key`` (dashes or underscores), sorted."""
+    import dataclasses
+
+    name = key.lstrip("-").replace("-", "_")
+    return sorted(n for n, spec in SPECS.items() if name in {f.name for f in dataclasses.fields(spec.options)})
 
 
 class _Classes(Mapping):

@@ -14,8 +14,8 @@ from typing import Optional
 
 from pyreid.training.config import ConfigError, config_field
 
-__all__ = ["CLUSTER_CONTRAST_DEFAULTS", "ISE_DEFAULTS", "PUL_DEFAULTS", "TRIPLET_DEFAULTS", "ClusterContrastOptions",
-           "ISEOptions", "PULOptions", "SupervisedOptions", "TripletOptions"]
+__all__ = ["CLUSTER_CONTRAST_DEFAULTS", "ISE_DEFAULTS", "PUL_DEFAULTS", "TRIPLET_DEFAULTS", "UDA_DEFAULTS",
+           "ClusterContrastOptions", "ISEOptions", "PULOptions", "SupervisedOptions", "TripletOptions", "UDAOptions"]
 
 
 @dataclass
@@ -210,3 +210,56 @@ class PULOptions:
 PUL_DEFAULTS = {"optimizer": "sgd", "lr": 1e-3, "sgd_momentum": 0.9, "weight_decay": 0.0, "batch_size": 16,
                 "num_instances": 4, "epochs": 500, "milestones": [], "warmup_epochs": 0.0, "pooling": "avg",
                 "last_stride": 2, "eval_step": 20}
+
+
+@dataclass
+class UDAOptions(ClusterContrastOptions):
+    momentum: float = config_field("memory update momentum (SpCL: 0.2)", default=0.2)
+    heads: str = config_field("separate (a source classifier and a target cluster memory, never one softmax) or "
+                              "mixed (SpCL / OpenUnReID: one softmax over source classes + target clusters)",
+                              default="separate")
+    bn: str = config_field("shared (one set of BatchNorm statistics) or domain (SpCL's domain-specific BN: source "
+                           "and target statistics and affine parameters apart, the target's used at test)",
+                           default="shared")
+    source_warmup: int = config_field("train on the source alone for the first E epochs (e.g. from ImageNet "
+                                      "weights)", default=0)
+    source_until: Optional[int] = config_field("drop the source from epoch E on: target alone from then (none = "
+                                               "keep it to the end)", default=None)
+    source_weight: float = config_field("weight of the source losses (identity + triplet)", default=1.0)
+    target_weight: float = config_field("weight of the target's cluster-memory loss", default=1.0)
+    label_smoothing: float = config_field("label smoothing of the source identity loss (separate heads)",
+                                          default=0.1)
+    source_temperature: float = config_field("the source classifier's logits are divided by it (separate heads; "
+                                             "as the supervised baseline)", default=0.1)
+    triplet_weight: float = config_field("weight of the source batch-hard triplet loss inside the source losses "
+                                         "(0 = off)", default=1.0)
+    margin: Optional[float] = config_field("source triplet margin (none = soft margin)", default=0.3)
+
+    def validate(self) -> None:
+        super().validate()
+        choices = {"heads": ("separate", "mixed"), "bn": ("shared", "domain")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"'{key}' must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        if self.source_warmup < 0:
+            raise ConfigError(f"'source_warmup' must be >= 0, got {self.source_warmup}")
+        if self.source_until is not None and self.source_until <= self.source_warmup + 1:
+            raise ConfigError(f"'source_until' ({self.source_until}) must come after the source warm-up's "
+                              f"{self.source_warmup} epoch(s) and at least one joint epoch (> {self.source_warmup + 1})")
+        if self.source_weight < 0 or self.target_weight < 0 or self.triplet_weight < 0:
+            raise ConfigError("'source_weight', 'target_weight' and 'triplet_weight' must be >= 0")
+        if self.source_weight == 0 or self.target_weight == 0:
+            raise ConfigError("'source_weight' and 'target_weight' must be > 0 (drop the source with --source-until, "
+                              "or train the target alone with cluster-contrast)")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"'label_smoothing' must be in [0, 1), got {self.label_smoothing}")
+        if not self.source_temperature > 0:
+            raise ConfigError(f"'source_temperature' must be positive, got {self.source_temperature}")
+        if self.margin is not None and self.margin < 0:
+            raise ConfigError(f"'margin' must be >= 0 or none, got {self.margin}")
+
+
+# The published UDA protocol (SpCL, MMT): 64 images per domain = 16 x 4, Adam 3.5e-4, weight decay 5e-4,
+# x0.1 every 20 epochs, 50 epochs x 400 iterations, average pooling; the configs set the rest.
+UDA_DEFAULTS = {"batch_size": 64, "num_instances": 4, "camera_aware": True, "epochs": 50, "iters": 400, "lr": 3.5e-4,
+                "weight_decay": 5e-4, "milestones": [20, 40], "warmup_epochs": 0.0, "pooling": "avg"}

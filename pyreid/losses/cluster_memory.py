@@ -192,11 +192,16 @@ class ClusterMemory(nn.Module):
         if not targets.is_cuda and targets.numel() and not bool(((targets >= 0) & (targets < k)).all()):
             raise ValueError(f"{op}: targets must be in [0, {k}), got [{int(targets.min())}, {int(targets.max())}]")
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """B x K ``normalize(inputs) @ features.T / temp``, what :meth:`forward` takes the cross-entropy of;
+        its backward updates the memory with ``inputs`` and ``targets`` as :meth:`forward`'s does (call
+        one of them once per step: the update changes the memory that other calls saved)."""
         self._check_batch(inputs, targets)
         inputs = F.normalize(inputs, dim=1)
-        similarity = _MemorySimilarity.apply(inputs, targets, self.features, self.momentum, self.mode)
-        return F.cross_entropy(similarity / self.temp, targets)
+        return _MemorySimilarity.apply(inputs, targets, self.features, self.momentum, self.mode) / self.temp
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits(inputs, targets), targets)
 
     def extra_repr(self) -> str:
         return (

@@ -197,7 +197,7 @@ def build_model(arch: str = "resnet50", pretrained: Union[bool, str, None] = Non
                 weights: Optional[Union[str, os.PathLike]] = None,
                 pooling: str = "avg", last_stride: int = 1, neck: str = "bn", embedding_dim: int = 0,
                 num_classes: int = 0, embedding_dropout: float = 0.0, normalize: bool = False,
-                classifier_dropout: float = 0.0, embedding_hidden_dim: int = 0) -> ReIDModel:
+                classifier_dropout: float = 0.0, embedding_hidden_dim: int = 0, domain_bn: bool = False) -> ReIDModel:
     """A re-ID model on a torchvision backbone.
 
     Args:
@@ -234,6 +234,10 @@ def build_model(arch: str = "resnet50", pretrained: Union[bool, str, None] = Non
             ``embedding_dim=128, embedding_dropout=0.5, neck="none"`` this is
             the classic metric-learning head: dropout -> 128-d linear -> BN ->
             unit vectors.
+        domain_bn: every BatchNorm layer keeps a source and a target domain
+            (:mod:`pyreid.models.domain_batch_norm`; UDA's ``--bn domain``);
+            the target's is used unless the caller says otherwise, and a
+            plain model's weights fill both.
 
     The keyword arguments (all but ``weights``) are kept in ``model.build_args``,
     so ``build_model(**model.build_args)`` builds the same architecture again
@@ -257,9 +261,15 @@ def build_model(arch: str = "resnet50", pretrained: Union[bool, str, None] = Non
     model = ReIDModel(body, channels, pooling=pooling, neck=neck, embedding_dim=embedding_dim,
                       num_classes=num_classes, embedding_dropout=embedding_dropout, normalize=normalize,
                       classifier_dropout=classifier_dropout, embedding_hidden_dim=embedding_hidden_dim)
+    if domain_bn:
+        from pyreid.models.domain_batch_norm import convert_domain_bn
+
+        convert_domain_bn(model)
     model.build_args = dict(arch=arch, pretrained=None, pooling=pooling, last_stride=last_stride, neck=neck,
                             embedding_dim=embedding_dim, num_classes=num_classes,
                             embedding_dropout=embedding_dropout, normalize=normalize,
                             classifier_dropout=classifier_dropout, embedding_hidden_dim=embedding_hidden_dim)
+    if domain_bn:  # only then: the model files of other runs keep their arguments
+        model.build_args["domain_bn"] = True
     model.load_report = load_weights(model, weights) if weights is not None else None
     return model

@@ -180,15 +180,18 @@ class Algorithm:
                            last_stride=c.last_stride, **kwargs)
 
     def train_loader(self, items: Sequence[Tuple[str, int, int]], epoch: int, camera_aware: Optional[bool] = None,
-                     batch_size: Optional[int] = None, shuffle_images: bool = False, transform=None):
+                     batch_size: Optional[int] = None, shuffle_images: bool = False, transform=None,
+                     seed_offset: int = 0):
         """This epoch's loader over ``items`` (deterministic in the seed and the epoch): P x K batches (the
         config's ``sampler``), or shuffled images with ``shuffle_images``; ``transform`` replaces the training
-        augmentation (by default the config's size and ``random_erasing``)."""
+        augmentation (by default the config's size and ``random_erasing``); ``seed_offset`` gives a second
+        loader of the same epoch draws of its own (zipped loaders)."""
         c = self.config
         loader = build_train_loader(
             items, batch_size=batch_size or c.batch_size, num_instances=c.num_instances, iters=self.iters_per_epoch,
             height=c.height, width=c.width, camera_aware=c.camera_aware if camera_aware is None else camera_aware,
-            num_workers=c.workers, seed=c.seed, pin_memory=self.device.type == "cuda", rank=self.dist.rank,
+            num_workers=c.workers, seed=c.seed + seed_offset, pin_memory=self.device.type == "cuda",
+            rank=self.dist.rank,
             world_size=self.dist.world_size, shuffle_images=shuffle_images, transform=transform,
             skip_bad=c.on_bad_image == "skip", sampler=c.sampler, erasing=c.random_erasing)
         loader.sampler.set_epoch(epoch)

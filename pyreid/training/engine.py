@@ -43,7 +43,7 @@ from pyreid.distributed import DistInfo, all_reduce_sum, broadcast, current
 from pyreid.evaluation.protocol import SCORE_KEYS, SplitResult, evaluate_split
 from pyreid.training import checkpoint as ckpt_io
 from pyreid.training.algorithm import Algorithm, StepInfo
-from pyreid.training.config import ConfigError, TrainConfig
+from pyreid.training.config import DATA_FLAGS, ConfigError, TrainConfig
 from pyreid.training.hooks import (
     CheckpointHook,
     CurvesHook,
@@ -128,6 +128,13 @@ class Engine:
         config.validate()
         if hasattr(options, "validate"):
             options.validate()
+        unread = [f"--{key.replace('_', '-')}" for role, keys in DATA_FLAGS.items()
+                  if role != "train" and role not in algorithm_cls.datasets for key in keys
+                  if getattr(config, key) is not None]
+        if unread:
+            raise ConfigError(f"{algorithm_cls.name or algorithm_cls.__name__} reads {', '.join(algorithm_cls.datasets)} "
+                              f"(--dataset/--data-root), not {' '.join(unread)}: those are for an algorithm of "
+                              "two data sets (uda)")
         self.config = config
         self.options = options
         self.algorithm_cls = algorithm_cls

@@ -57,7 +57,10 @@ def resolve_config(algorithm: str, config: Optional[str] = None, options: Option
     options = dict(options or {})
     layers = (cls.config_defaults, file_values, overrides, {"algorithm": algorithm})
     fresh = build_dataclass(TrainConfig, *layers, owner="config")
-    fresh_options = build_dataclass(cls.Options, file_options, options, owner=f"{algorithm} options")
+    try:
+        fresh_options = build_dataclass(cls.Options, file_options, options, owner=f"{algorithm} options")
+    except ConfigError as e:
+        raise ConfigError(_with_owners(str(e), algorithm, {**file_options, **options})) from e
     if not fresh.resume:
         return cls, fresh, fresh_options
 
@@ -85,6 +88,19 @@ def resolve_config(algorithm: str, config: Optional[str] = None, options: Option
                           "another --out (and --weights to start from this one) instead")
     resumed = build_dataclass(TrainConfig, asked, {"resume": True, "out": fresh.out}, owner="config")
     return cls, resumed, build_dataclass(cls.Options, saved_options, owner=f"{algorithm} options")
+
+
+def _with_owners(message: str, algorithm: str, given: Mapping[str, Any]) -> str:
+    """``message`` plus which algorithms own the given options that ``algorithm`` does not have."""
+    import dataclasses as dc
+
+    from pyreid.algorithms import SPECS, option_owners
+
+    own = {f.name for f in dc.fields(SPECS[algorithm].options)}
+    notes = [f"'{key}' is an option of {' and '.join(owners)}, not of {algorithm}"
+             for key in given if key.replace("-", "_") not in own
+             for owners in [[n for n in option_owners(key) if n != algorithm]] if owners]
+    return message + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def train(algorithm: str, config: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
