@@ -5,11 +5,12 @@ import os
 
 import pytest
 import torch
-import torchvision
 
-from pyreid.models import build_model
-from pyreid.models.backbone import PretrainedWeightsUnavailable
-from pyreid.models.pretrained import hub_cache_path, torchvision_weights
+torchvision = pytest.importorskip("torchvision")  # the GPU check's machine may lack it
+
+from pyreid.models import build_model  # noqa: E402
+from pyreid.models.backbone import PretrainedWeightsUnavailable  # noqa: E402
+from pyreid.models.pretrained import hub_cache_path, torchvision_weights  # noqa: E402
 
 
 def _imagenet_like(arch, seed):
