@@ -16,8 +16,8 @@ from pyreid.training.config import build_dataclass
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOC = os.path.join(os.path.dirname(HERE), "docs", "recipes.md")
 
-PUBLISHED = ["cluster_contrast_dukemtmcreid", "cluster_contrast_market1501", "cluster_contrast_msmt17",
-             "cluster_contrast_veri", "ise_market1501", "ise_msmt17", "pul_duke_to_market", "pul_market_to_duke",
+PUBLISHED = ["cluster_contrast_dukemtmcreid", "cluster_contrast_market1501", "cluster_contrast_market1501_ibn",
+             "cluster_contrast_msmt17", "cluster_contrast_msmt17_ibn", "cluster_contrast_veri", "ise_market1501", "ise_msmt17", "pul_duke_to_market", "pul_market_to_duke",
              "supervised_dukemtmcreid", "supervised_market1501", "supervised_msmt17"]
 
 
