@@ -77,7 +77,7 @@ def kmeans(
     # Seeding's distances are the first assignment, and its second-nearest
     # distances the first lower bounds: no search before the first update.
     dist, lower = closest, second.sqrt()
-    x_sq = x.square().sum(1)
+    x_sq = torch.einsum("ij,ij->i", x, x)  # |x|^2 for the pruning margin, without an N x D temporary
     inertia = float(dist.sum(dtype=torch.float64))
     for _ in range(iters):
         new_centroids = _update(x, labels, dist, k)
